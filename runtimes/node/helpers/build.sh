@@ -1,0 +1,25 @@
+#!/bin/bash
+# Entry point of a build container (runtime-protocol §5.3, §5.4):
+#
+#   helpers/build.sh "<install command>"
+#
+# Prepares /usr/local/build from the source in /mnt/code, runs the install
+# command there and writes the package back to /mnt/code.
+
+helpers_dir=$(dirname "${BASH_SOURCE[0]}")
+
+# Sourced, not run: the environment prepared for the install command must
+# survive into it (see before-build.sh).
+# shellcheck source=before-build.sh
+source "$helpers_dir/before-build.sh"
+
+opr_log "Build command execution started."
+( cd -- "$OPR_BUILD_DIR" && bash -c "${1:-}" )
+status=$?
+if ((status != 0)); then
+    exit "$status"
+fi
+opr_log "Build command execution finished."
+
+# shellcheck source=after-build.sh
+source "$helpers_dir/after-build.sh"

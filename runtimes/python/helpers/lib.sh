@@ -1,0 +1,337 @@
+#!/bin/bash
+# Shared code of the helper scripts (runtime-protocol §5). Sourced, never run.
+#
+# The helpers are identical for every runtime; what differs per language
+# lives in ../hooks (runtime.sh names the language, the other hooks are the
+# lifecycle steps of §5.8). Every path the container layout fixes can be
+# moved with an environment variable so the scripts also run on a host:
+#
+#   OPR_SERVER_DIR     /usr/local/server            server root, start's working dir
+#   OPR_FUNCTION_DIR   $OPR_SERVER_DIR/src/function where start unpacks the package
+#   OPR_BUILD_DIR      /usr/local/build             build working copy
+#   OPR_TELEMETRY_DIR  /mnt/telemetry               holds timings.txt
+#   OPR_LOGS_DIR       /mnt/logs                    passed to the server
+#   OPR_CODE_DIR       $OPEN_RUNTIMES_BUILD_OUTPUT_DIR or /mnt/code   package read by start
+#   OPR_HOOKS_DIR      <helpers>/../hooks
+#
+# Build input/output use the spec's OPEN_RUNTIMES_BUILD_INPUT_DIR and
+# OPEN_RUNTIMES_BUILD_OUTPUT_DIR (both default /mnt/code).
+
+# Guard: before-build.sh, after-build.sh, ... all source this file, often
+# within one shell.
+if [[ -n ${OPR_LIB_LOADED:-} ]]; then
+    return 0
+fi
+OPR_LIB_LOADED=1
+
+set -o pipefail
+
+OPR_HELPERS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${OPR_HOOKS_DIR:=$(cd "$OPR_HELPERS_DIR/.." && pwd)/hooks}"
+: "${OPR_SERVER_DIR:=/usr/local/server}"
+: "${OPR_FUNCTION_DIR:=$OPR_SERVER_DIR/src/function}"
+: "${OPR_BUILD_DIR:=/usr/local/build}"
+: "${OPR_TELEMETRY_DIR:=/mnt/telemetry}"
+: "${OPR_LOGS_DIR:=/mnt/logs}"
+: "${OPR_CODE_DIR:=${OPEN_RUNTIMES_BUILD_OUTPUT_DIR:-/mnt/code}}"
+OPR_TIMINGS_FILE=$OPR_TELEMETRY_DIR/timings.txt
+# Exported because the server command runs in a child shell (server.sh).
+export OPR_SERVER_DIR OPR_FUNCTION_DIR OPR_BUILD_DIR OPR_TELEMETRY_DIR \
+    OPR_LOGS_DIR OPR_CODE_DIR OPR_HOOKS_DIR
+
+# Package names a build writes and a start looks for, in start's preference
+# order (§5.10).
+OPR_PACKAGE_NAMES=(code.sqfs code.tar code.tar.gz code.gz)
+
+# The language identity: OPR_RUNTIME_LANGUAGE and OPR_DEFAULT_ENTRYPOINT.
+if [[ -f $OPR_HOOKS_DIR/runtime.sh ]]; then
+    # shellcheck source=/dev/null
+    source "$OPR_HOOKS_DIR/runtime.sh"
+fi
+: "${OPR_RUNTIME_LANGUAGE:=node}"
+: "${OPR_DEFAULT_ENTRYPOINT:=index.js}"
+
+# ---------------------------------------------------------------- output
+
+# A progress line of §5.3: [HH:MM:SS] [open-runtimes] <message>
+opr_log() {
+    printf '[%(%H:%M:%S)T] [open-runtimes] %s\n' -1 "$*"
+}
+
+# ---------------------------------------------------------------- timing
+
+# Microseconds since the epoch, from bash's own clock (no fork). The
+# separator in EPOCHREALTIME follows the locale, so keep only the digits.
+opr_now_us() {
+    local t=$EPOCHREALTIME
+    printf '%s' "${t//[!0-9]/}"
+}
+
+# Append key=<seconds since start_us, 3 decimals> to the timings file.
+# Best effort: an unwritable telemetry dir must not stop a runtime.
+opr_record_timing() {
+    local key=$1 start_us=$2 ms
+    ms=$((($(opr_now_us) - start_us + 500) / 1000))
+    printf '%s=%d.%03d\n' "$key" $((ms / 1000)) $((ms % 1000)) \
+        >>"$OPR_TIMINGS_FILE" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- hooks
+
+# Source hooks/<name>.sh if the runtime has one (§5.8). Sourcing lets a hook
+# leave environment behind (a virtualenv, OPEN_RUNTIMES_CLEANUP).
+opr_run_hook() {
+    local hook=$OPR_HOOKS_DIR/$1.sh
+    [[ -f $hook ]] || return 0
+    # shellcheck source=/dev/null
+    source "$hook"
+}
+
+# ---------------------------------------------------------------- archives
+
+# Format of an archive from its first four bytes, never its name (§5.10):
+# prints squashfs, gzip, zstd or tar.
+opr_sniff_format() {
+    local magic
+    magic=$(head -c 4 -- "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    case $magic in
+        68737173) echo squashfs ;;
+        1f8b*) echo gzip ;;
+        28b52ffd) echo zstd ;;
+        *) echo tar ;;
+    esac
+}
+
+# Unpack archive $1 (any format of §5.10) into directory $2.
+opr_extract() {
+    local archive=$1 dest=$2
+    mkdir -p -- "$dest" || return 1
+    case $(opr_sniff_format "$archive") in
+        squashfs)
+            # -f: write into the existing directory; quiet unless it fails.
+            local out
+            out=$(unsquashfs -f -no-xattrs -no-progress -d "$dest" "$archive" 2>&1) ||
+                { printf '%s\n' "$out" >&2; return 1; }
+            ;;
+        gzip) tar -xzf "$archive" -C "$dest" ;;
+        zstd) zstd -dcq -- "$archive" | tar -xf - -C "$dest" ;;
+        tar) tar -xf "$archive" -C "$dest" ;;
+    esac
+}
+
+# Remove everything inside directory $1, dotfiles included, keeping $1.
+opr_empty_dir() {
+    [[ -d $1 ]] || return 0
+    find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} +
+}
+
+# True when $1 is a missing or empty directory.
+opr_dir_is_empty() {
+    [[ ! -d $1 ]] && return 0
+    [[ -z $(ls -A -- "$1" 2>/dev/null) ]]
+}
+
+# ---------------------------------------------------------------- build cache
+
+# Point the package managers' caches under the cache root (§5.12). Called by
+# every build phase so the install command and the save step agree.
+opr_cache_env() {
+    OPR_CACHE_ROOT=${OPEN_RUNTIMES_BUILD_CACHE_ROOT:-/usr/local/cache/build}
+    OPR_CACHE_ARTIFACT=${OPEN_RUNTIMES_BUILD_CACHE_ARTIFACT:-/cache/stores.sqfs}
+    export npm_config_cache=$OPR_CACHE_ROOT/npm
+    export YARN_CACHE_FOLDER=$OPR_CACHE_ROOT/yarn
+    export npm_config_store_dir=$OPR_CACHE_ROOT/pnpm-store
+    export XDG_CACHE_HOME=$OPR_CACHE_ROOT/xdg-cache
+    export XDG_STATE_HOME=$OPR_CACHE_ROOT/xdg-state
+    export BUN_INSTALL_CACHE_DIR=$OPR_CACHE_ROOT/bun
+    export PIP_CACHE_DIR=$OPR_CACHE_ROOT/pip
+}
+
+# Step 1 of §5.4. Never fails the build.
+opr_cache_restore() {
+    opr_cache_env
+    mkdir -p -- "$OPR_CACHE_ROOT" 2>/dev/null || true
+    if [[ ! -f $OPR_CACHE_ARTIFACT ]]; then
+        opr_log "Build cache miss."
+        return 0
+    fi
+    if opr_extract "$OPR_CACHE_ARTIFACT" "$OPR_CACHE_ROOT" >/dev/null 2>&1; then
+        opr_log "Build cache hit."
+    else
+        opr_log "Build cache miss. (could not restore $OPR_CACHE_ARTIFACT)"
+    fi
+    return 0
+}
+
+# Write the cache root into file $1: squashfs when mksquashfs exists
+# (timestamps pinned so an unchanged cache gives identical bytes), else a
+# tar.zst or tar.gz; start-side sniffing tells them apart.
+opr_cache_pack() {
+    local dest=$1 timeout_cmd=()
+    local secs=${OPEN_RUNTIMES_BUILD_CACHE_SAVE_TIMEOUT_SECONDS:-}
+    if [[ $secs =~ ^[0-9]+$ ]] && ((secs > 0)); then
+        timeout_cmd=(timeout "$secs")
+    fi
+    if command -v mksquashfs >/dev/null; then
+        "${timeout_cmd[@]}" mksquashfs "$OPR_CACHE_ROOT" "$dest" -comp lz4 -b 1M \
+            -noappend -no-progress -all-time 0 -mkfs-time 0 >/dev/null 2>&1
+    elif command -v zstd >/dev/null; then
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        "${timeout_cmd[@]}" bash -o pipefail -c \
+            'tar -C "$1" --mtime=@0 --sort=name -cf - . | zstd -q -c >"$2"' \
+            _ "$OPR_CACHE_ROOT" "$dest"
+    else
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        "${timeout_cmd[@]}" bash -o pipefail -c \
+            'tar -C "$1" --mtime=@0 --sort=name -cf - . | gzip -n -c >"$2"' \
+            _ "$OPR_CACHE_ROOT" "$dest"
+    fi
+}
+
+# Step 8 of §5.4: pack the cache root into the artifact. Never fails the build.
+opr_cache_save() {
+    opr_cache_env
+    local dir tmp max size
+    dir=$(dirname -- "$OPR_CACHE_ARTIFACT")
+    mkdir -p -- "$OPR_CACHE_ROOT" "$dir" 2>/dev/null
+    tmp=$(mktemp "$dir/.stores.XXXXXX" 2>/dev/null) || {
+        opr_log "Build cache save skipped: cannot write to $dir"
+        return 0
+    }
+    if ! opr_cache_pack "$tmp"; then
+        rm -f -- "$tmp"
+        opr_log "Build cache save skipped: packing the cache failed or timed out"
+        return 0
+    fi
+    max=${OPEN_RUNTIMES_BUILD_CACHE_MAX_SIZE_BYTES:-}
+    size=$(stat -c %s -- "$tmp")
+    if [[ $max =~ ^[0-9]+$ ]] && ((max > 0 && size > max)); then
+        rm -f -- "$tmp"
+        opr_log "Build cache save skipped: $size bytes exceeds the limit of $max bytes"
+        return 0
+    fi
+    if [[ -f $OPR_CACHE_ARTIFACT ]] && cmp -s -- "$tmp" "$OPR_CACHE_ARTIFACT"; then
+        rm -f -- "$tmp"
+        opr_log "Build cache save skipped: artifact unchanged"
+        return 0
+    fi
+    if mv -f -- "$tmp" "$OPR_CACHE_ARTIFACT"; then
+        opr_log "Build cache saved. ($size bytes)"
+    else
+        rm -f -- "$tmp"
+        opr_log "Build cache save skipped: cannot write $OPR_CACHE_ARTIFACT"
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------- packaging
+
+# The compression actually used for packaged tree $1 (§5.10): resolves auto,
+# unknown values and methods whose tool is missing.
+opr_choose_compression() {
+    local root=$1 method=${OPEN_RUNTIMES_BUILD_COMPRESSION:-gzip} kib
+    case $method in
+        gzip | none | zstd | squashfs | skip | auto) ;;
+        *) method=gzip ;;
+    esac
+    if [[ $method == auto ]]; then
+        kib=$(du -sk -- "$root" | cut -f1)
+        if ((kib < 5120)); then method=none; else method=gzip; fi
+    fi
+    if [[ $method == zstd ]] && ! command -v zstd >/dev/null; then
+        opr_log "Warning: zstd is not installed, using gzip." >&2
+        method=gzip
+    fi
+    if [[ $method == squashfs ]] && ! command -v mksquashfs >/dev/null; then
+        opr_log "Warning: mksquashfs is not installed, using gzip." >&2
+        method=gzip
+    fi
+    printf '%s' "$method"
+}
+
+# A dotenv value, quoted only when the shell would otherwise read it
+# differently (start.sh sources the file).
+opr_env_value() {
+    if [[ $1 =~ ^[A-Za-z0-9._/@%+,:=-]*$ ]]; then
+        printf '%s' "$1"
+    else
+        printf '%q' "$1"
+    fi
+}
+
+# The .open-runtimes file of §5.9 at the packaged root $1.
+opr_write_open_runtimes() {
+    local root=$1 method=$2
+    {
+        printf 'OPEN_RUNTIMES_ENTRYPOINT=%s\n' \
+            "$(opr_env_value "${OPEN_RUNTIMES_ENTRYPOINT:-$OPR_DEFAULT_ENTRYPOINT}")"
+        printf 'OPEN_RUNTIMES_CLEANUP=%s\n' "$(opr_env_value "${OPEN_RUNTIMES_CLEANUP:-none}")"
+        printf 'OPEN_RUNTIMES_COMPRESSION=%s\n' "$method"
+    } >"$root/.open-runtimes"
+}
+
+# Write the package of tree $1 into directory $2 with method $3. Packages of
+# an earlier build are excluded from the new one (top level only: that is
+# where a previous build in the same /mnt/code left them).
+opr_pack() {
+    local root=$1 out=$2 method=$3 name tmp
+    local excludes=() sq_excludes=()
+    for name in "${OPR_PACKAGE_NAMES[@]}"; do
+        excludes+=("--exclude=./$name")
+        sq_excludes+=("$name")
+    done
+    mkdir -p -- "$out" || return 1
+    # Packages from an earlier build in the output dir would shadow the new
+    # one at start (code.sqfs wins over code.tar.gz, .extracted over both).
+    for name in "${OPR_PACKAGE_NAMES[@]}" .extracted; do
+        rm -f -- "${out:?}/$name"
+    done
+
+    if [[ $method == skip ]]; then
+        tar -C "$root" --anchored "${excludes[@]}" -cf - . | tar -C "$out" -xf - &&
+            : >"$out/.extracted"
+        return
+    fi
+
+    # Write under a temporary name so a failed pack leaves no package behind.
+    tmp=$(mktemp "$out/.code.XXXXXX") || return 1
+    case $method in
+        squashfs)
+            rm -f -- "$tmp"
+            mksquashfs "$root" "$tmp" -comp lz4 -b 1M -noappend -no-progress \
+                -e "${sq_excludes[@]}" -e "$(basename -- "$tmp")" >/dev/null
+            ;;
+        none) tar -C "$root" --anchored "${excludes[@]}" -cf "$tmp" . ;;
+        zstd) tar -C "$root" --anchored "${excludes[@]}" -cf - . | zstd -q -c >"$tmp" ;;
+        *) tar -C "$root" --anchored "${excludes[@]}" -cf - . | gzip -c >"$tmp" ;;
+    esac || { rm -f -- "$tmp"; return 1; }
+    if [[ $method == squashfs ]]; then name=code.sqfs; else name=code.tar.gz; fi
+    chmod 644 -- "$tmp" && mv -f -- "$tmp" "$out/$name"
+}
+
+# Optional manifest (§5.12), written next to the package as
+# code.manifest.json: {"version":1,"files":[{"path":…,"size":…},…]}.
+opr_write_manifest() {
+    local root=$1 out=$2 max=${OPEN_RUNTIMES_BUILD_MANIFEST_MAX_FILES:-10000}
+    [[ $max =~ ^[0-9]+$ ]] || max=10000
+    local rec path size sep='' count=0 json
+    {
+        printf '{"version":1,"files":['
+        # Records "<size> <path>", NUL-terminated, sorted by path.
+        while IFS= read -r -d '' rec; do
+            ((count < max)) || break
+            size=${rec%% *}
+            path=${rec#* }
+            # JSON string escaping of the characters a file name can hold.
+            json=${path//\\/\\\\}
+            json=${json//\"/\\\"}
+            json=${json//$'\t'/\\t}
+            json=${json//$'\n'/\\n}
+            json=${json//$'\r'/\\r}
+            printf '%s{"path":"%s","size":%s}' "$sep" "$json" "$size"
+            sep=,
+            ((count++))
+        done < <(cd "$root" && find . -type f -printf '%s %P\0' | LC_ALL=C sort -z -t ' ' -k 2)
+        printf ']}\n'
+    } >"$out/code.manifest.json"
+}
