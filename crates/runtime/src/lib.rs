@@ -1,6 +1,7 @@
 //! `opr-runtime`: the v5 runtime server (runtime-protocol §3) in front of
 //! language workers (docs/worker-protocol.md).
 
+pub mod cli;
 pub mod frame;
 pub mod language;
 pub mod logs;

@@ -12,8 +12,9 @@ const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Pool {
     spec: WorkerSpec,
     slots: Vec<watch::Sender<Option<Arc<Worker>>>>,
-    /// Signalled whenever a slot gains or loses a worker.
-    changed: Notify,
+    /// Signalled whenever a slot gains or loses a worker, or a worker
+    /// becomes usable again.
+    changed: Arc<Notify>,
     /// The `CONFIGURE` payload every worker gets; `None` in standby.
     config: RwLock<Option<Arc<Vec<u8>>>>,
     /// Serialises "configure and publish" against "reconfigure all".
@@ -26,7 +27,7 @@ impl Pool {
         let pool = Arc::new(Pool {
             spec,
             slots: (0..size.max(1)).map(|_| watch::channel(None).0).collect(),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
             config: RwLock::new(config.map(Arc::new)),
             config_lock: tokio::sync::Mutex::new(()),
         });
@@ -55,7 +56,7 @@ impl Pool {
                 .slots
                 .iter()
                 .filter_map(|s| s.borrow().clone())
-                .filter(|w| !w.is_dead())
+                .filter(|w| w.is_usable())
                 .min_by_key(|w| w.load());
             if best.is_some() {
                 return best;
@@ -118,7 +119,7 @@ async fn supervise(pool: std::sync::Weak<Pool>, index: usize) {
     loop {
         let Some(p) = pool.upgrade() else { return };
         let started = Instant::now();
-        match Worker::spawn(&p.spec, index).await {
+        match Worker::spawn(&p.spec, index, p.changed.clone()).await {
             Ok((worker, exited)) => {
                 let published = {
                     let _guard = p.config_lock.lock().await;

@@ -72,6 +72,11 @@ pub struct Worker {
     load: AtomicUsize,
     next_id: AtomicU32,
     dead: AtomicBool,
+    /// Cancellations not yet confirmed: the worker may be stuck in a CPU
+    /// loop, so new invocations go elsewhere or wait for its replacement.
+    unconfirmed_cancels: AtomicUsize,
+    /// Wakes the pool's dispatcher when this worker becomes usable again.
+    on_change: Arc<tokio::sync::Notify>,
     configured: Mutex<Option<oneshot::Sender<()>>>,
 }
 
@@ -81,6 +86,7 @@ impl Worker {
     pub async fn spawn(
         spec: &WorkerSpec,
         worker_id: usize,
+        on_change: Arc<tokio::sync::Notify>,
     ) -> Result<(Arc<Worker>, oneshot::Receiver<String>), WorkerError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| WorkerError::Spawn("socketpair".into(), e))?;
@@ -152,6 +158,8 @@ impl Worker {
             load: AtomicUsize::new(0),
             next_id: AtomicU32::new(1),
             dead: AtomicBool::new(false),
+            unconfirmed_cancels: AtomicUsize::new(0),
+            on_change,
             configured: Mutex::new(None),
         });
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -228,6 +236,11 @@ impl Worker {
         self.dead.load(Ordering::SeqCst)
     }
 
+    /// Live and not suspected of being stuck.
+    pub fn is_usable(&self) -> bool {
+        !self.is_dead() && self.unconfirmed_cancels.load(Ordering::SeqCst) == 0
+    }
+
     /// Sends an invocation. The guard ends it (and frees its slot) on drop.
     pub async fn invoke(
         self: &Arc<Self>,
@@ -298,6 +311,9 @@ impl InvocationGuard {
     /// After a deadline: ask the worker to stop the invocation; kill the
     /// worker if it cannot or does not answer (a blocked event loop).
     pub async fn cancel(self, mut rx: mpsc::UnboundedReceiver<Event>, grace: Duration) {
+        self.worker
+            .unconfirmed_cancels
+            .fetch_add(1, Ordering::SeqCst);
         let stopped = async {
             if self.worker.send(kind::CANCEL, self.id, &[]).await.is_err() {
                 return true;
@@ -314,6 +330,10 @@ impl InvocationGuard {
         if !tokio::time::timeout(grace, stopped).await.unwrap_or(false) {
             self.worker.kill();
         }
+        self.worker
+            .unconfirmed_cancels
+            .fetch_sub(1, Ordering::SeqCst);
+        self.worker.on_change.notify_waiters();
     }
 }
 
