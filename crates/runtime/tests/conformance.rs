@@ -1559,6 +1559,24 @@ mod node_only {
     }
 
     #[test]
+    fn web_headers_object_gives_repeated_set_cookie_lines() {
+        let rt = basic(Lang::Node);
+        let resp = run(&rt, "res-headers-object");
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            resp.header_all("set-cookie"),
+            vec![
+                "cookie=value; path=/".to_owned(),
+                "cookie2=value2; path=/".to_owned()
+            ]
+        );
+        assert_eq!(
+            resp.header_all("some-header"),
+            vec!["some-value".to_owned()]
+        );
+    }
+
+    #[test]
     fn esm_package_type_module_default_export_is_loaded() {
         let rt = Runtime::start(Lang::Node, "esm-package");
         let resp = send(rt.request(Method::GET, "/"));

@@ -315,7 +315,10 @@ function readOutput(out) {
   const h = out.headers;
   if (h != null) {
     if (typeof h !== 'object' || Array.isArray(h)) return [null, null, 'Response headers must be an object.'];
-    const entries = h instanceof Map ? h.entries() : Object.entries(h);
+    // A web Headers object (Node 18+) has no own properties: iterate it; it
+    // yields each set-cookie value on its own.
+    const iterable = h instanceof Map || (typeof Headers === 'function' && h instanceof Headers);
+    const entries = iterable ? h.entries() : Object.entries(h);
     for (const [name, value] of entries) {
       if (Array.isArray(value)) for (const v of value) headers.push([String(name), safeString(v)]);
       else if (value != null) headers.push([String(name), safeString(value)]);
