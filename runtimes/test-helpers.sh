@@ -113,13 +113,15 @@ fixture() {
 }
 
 # run_build <log> <install command>: build.sh with output captured.
+# Both are called the way platforms call them: a relative path from the
+# server folder, whose helpers then change directory.
 run_build() {
     last_log=$1
-    bash "$helpers/build.sh" "$2" >"$1" 2>&1
+    (cd "$helpers/.." && bash helpers/build.sh "$2") >"$1" 2>&1
 }
 run_start() {
     last_log=$1
-    bash "$helpers/start.sh" "$2" >"$1" 2>&1
+    (cd "$helpers/.." && bash helpers/start.sh "$2") >"$1" 2>&1
 }
 
 # Fake server: prints a line, the banner, then what the server would see.

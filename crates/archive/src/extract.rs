@@ -13,6 +13,11 @@ pub struct Limits {
     /// Total bytes of file contents.
     pub max_bytes: u64,
     pub max_entries: u64,
+    /// Keep symlinks with absolute targets (a virtualenv's
+    /// `bin/python3 -> /usr/bin/python3`). Only for extraction inside a
+    /// sandbox, whose root is the runtime's own: such a link is never
+    /// followed while extracting, and resolves inside the sandbox later.
+    pub allow_absolute_symlinks: bool,
 }
 
 impl Default for Limits {
@@ -20,6 +25,7 @@ impl Default for Limits {
         Self {
             max_bytes: 4 << 30,
             max_entries: 200_000,
+            allow_absolute_symlinks: false,
         }
     }
 }
@@ -134,7 +140,12 @@ fn unpack_tar(input: impl Read, dest: &Path, limits: Limits) -> Result<Stats, Ex
                     .ok_or_else(|| ExtractError::EscapingLink(shown.clone()))?
                     .into_owned();
                 let parent = rel.parent().unwrap_or(Path::new(""));
-                if link.is_absolute() || clean_relative(&parent.join(&link)).is_none() {
+                let escapes = if link.is_absolute() {
+                    !limits.allow_absolute_symlinks
+                } else {
+                    clean_relative(&parent.join(&link)).is_none()
+                };
+                if escapes {
                     return Err(ExtractError::EscapingLink(shown));
                 }
                 make_parent(&target)?;
@@ -338,6 +349,35 @@ mod tests {
             fs::read_to_string(dir.path().join("out/hard.txt")).expect("read"),
             "data"
         );
+    }
+
+    #[test]
+    fn absolute_symlinks_only_when_allowed_and_never_written_through() {
+        let tar = tar_with(|b| {
+            link(
+                b,
+                tar::EntryType::Symlink,
+                "env/bin/python3",
+                "/usr/bin/python3",
+            )
+        });
+        let (_d, r) = run(&tar);
+        assert!(matches!(r, Err(ExtractError::EscapingLink(_))));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let allow = Limits {
+            allow_absolute_symlinks: true,
+            ..Limits::default()
+        };
+        extract(&tar[..], dir.path(), allow).expect("allowed");
+        let target = fs::read_link(dir.path().join("env/bin/python3")).expect("link");
+        assert_eq!(target, Path::new("/usr/bin/python3"));
+        let through = tar_with(|b| {
+            link(b, tar::EntryType::Symlink, "etc", "/tmp");
+            file(b, "etc/evil", b"x");
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = extract(&through[..], dir.path(), allow);
+        assert!(matches!(r, Err(ExtractError::ThroughLink(_))), "{r:?}");
     }
 
     #[test]

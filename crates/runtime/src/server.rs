@@ -544,8 +544,13 @@ async fn assign(state: Arc<State>, req: Request<Incoming>) -> Resp {
         let dir = function_dir.clone();
         let unpacked = tokio::task::spawn_blocking(move || {
             clear_dir(&dir)?;
-            opr_archive::extract_file(&archive, &dir, opr_archive::Limits::default())
-                .map_err(|e| e.to_string())
+            // This runs inside the runtime's sandbox, whose root is its own:
+            // absolute links (a virtualenv's python) resolve there.
+            let limits = opr_archive::Limits {
+                allow_absolute_symlinks: true,
+                ..opr_archive::Limits::default()
+            };
+            opr_archive::extract_file(&archive, &dir, limits).map_err(|e| e.to_string())
         })
         .await;
         match unpacked {

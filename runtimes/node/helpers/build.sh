@@ -6,7 +6,7 @@
 # Prepares /usr/local/build from the source in /mnt/code, runs the install
 # command there and writes the package back to /mnt/code.
 
-helpers_dir=$(dirname "${BASH_SOURCE[0]}")
+helpers_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Sourced, not run: the environment prepared for the install command must
 # survive into it (see before-build.sh).

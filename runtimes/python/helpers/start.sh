@@ -6,7 +6,7 @@
 # Unpacks the package from /mnt/code, then runs the given command, passing
 # its output through and timing how long the server takes to come up.
 
-helpers_dir=$(dirname "${BASH_SOURCE[0]}")
+helpers_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 launch=${1:-}
 
 # Sourced, not run: .open-runtimes and the start-prepare hook set

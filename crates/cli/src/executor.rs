@@ -1,0 +1,87 @@
+//! `opr executor`: the Open Runtimes executor API on a chosen backend.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use opr_executor::{config, Executor};
+use opr_orchestrator::process::{ProcessBackend, ProcessConfig};
+use opr_orchestrator::Orchestrator;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ExecutorArgs {
+    /// Address to serve the API on (default $OPR_EXECUTOR_LISTEN, else 127.0.0.1:9900).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where runtimes run: process (sandboxed processes, the default).
+    #[arg(long, default_value = "process")]
+    backend: String,
+    /// Work folder for runtimes (default $OPR_EXECUTOR_WORK_DIR, else /tmp/opr-executor).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// The embedded default: sandboxed processes, with `opr` itself mounted as
+/// the runtime server.
+pub fn process_backend(
+    work_dir: &std::path::Path,
+    hostname: &str,
+) -> anyhow::Result<Arc<dyn Orchestrator>> {
+    let config = ProcessConfig::new(
+        work_dir.join(".process"),
+        crate::runtime_files::runtimes_dir()?,
+        std::env::current_exe()?,
+        hostname,
+    );
+    Ok(Arc::new(ProcessBackend::new(config)?))
+}
+
+pub fn main(args: ExecutorArgs) -> anyhow::Result<()> {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut cfg = config::from_env(&env);
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(w) = args.work_dir {
+        cfg.build_cache_dir = if env.contains_key("OPR_EXECUTOR_BUILD_CACHE_DIR") {
+            cfg.build_cache_dir
+        } else {
+            w.join("build-cache")
+        };
+        cfg.work_dir = w;
+    }
+    std::fs::create_dir_all(&cfg.work_dir)
+        .with_context(|| format!("cannot create {}", cfg.work_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let orch: Arc<dyn Orchestrator> = match args.backend.as_str() {
+            "process" => process_backend(&cfg.work_dir, &cfg.hostname)?,
+            other => bail!("unknown backend {other:?}: this build supports process"),
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let addr = listener.local_addr()?;
+        let exec = Executor::start(cfg, orch).await?;
+        println!(
+            "opr executor listening on http://{addr} (backend {})",
+            args.backend
+        );
+        let server = tokio::spawn(opr_executor::api::serve(exec.clone(), listener));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = quit.recv() => {}
+            _ = server => {}
+        }
+        eprintln!("opr executor: shutting down, removing runtimes");
+        exec.shutdown().await;
+        Ok(())
+    })
+}
