@@ -45,12 +45,7 @@ pub fn main(args: ExecutorArgs) -> anyhow::Result<()> {
         cfg.listen = l;
     }
     if let Some(w) = args.work_dir {
-        cfg.build_cache_dir = if env.contains_key("OPR_EXECUTOR_BUILD_CACHE_DIR") {
-            cfg.build_cache_dir
-        } else {
-            w.join("build-cache")
-        };
-        cfg.work_dir = w;
+        cfg.set_work_dir(w, &env);
     }
     std::fs::create_dir_all(&cfg.work_dir)
         .with_context(|| format!("cannot create {}", cfg.work_dir.display()))?;

@@ -41,6 +41,11 @@ pub enum Action {
         command: String,
         timeout: u64,
     },
+    SubmitBuild(crate::builds::BuildJob),
+    ListBuilds,
+    GetBuild(String),
+    BuildLogs(String),
+    CancelBuild(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,8 +102,13 @@ async fn route(exec: &Executor, req: Request<Incoming>) -> Result<Action, ApiErr
         (&Method::POST, ["v1", "runtimes", id, "executions" | "execution"]) => {
             Route::Execute(decode(id))
         }
-        (&Method::GET, ["v1", "runtimes", id, "logs"]) => Route::Logs(decode(id)),
+        (&Method::GET, ["v1", "runtimes", id, "logs"]) => Route::StreamLogs(decode(id)),
         (&Method::POST, ["v1", "runtimes", id, "commands"]) => Route::Command(decode(id)),
+        (&Method::POST, ["v1", "builds"]) => Route::SubmitBuild,
+        (&Method::GET, ["v1", "builds"]) => Route::ListBuilds,
+        (&Method::GET, ["v1", "builds", id]) => Route::GetBuild(decode(id)),
+        (&Method::GET, ["v1", "builds", id, "logs"]) => Route::BuildLogs(decode(id)),
+        (&Method::DELETE, ["v1", "builds", id]) => Route::CancelBuild(decode(id)),
         _ => return Err(ApiError::untyped(404, "Not Found")),
     };
     if matches!(route, Route::Health) {
@@ -137,7 +147,7 @@ async fn route(exec: &Executor, req: Request<Incoming>) -> Result<Action, ApiErr
             let req = exec_request(exec, runtime_id(&id)?, &params)?;
             Action::Execute(req, response_format(&headers))
         }
-        Route::Logs(id) => {
+        Route::StreamLogs(id) => {
             let id = runtime_id(&id)?;
             let timeout = params.text("timeout", false, 16, 0, "600")?;
             let secs = timeout.trim().parse::<u64>().unwrap_or(600);
@@ -148,6 +158,63 @@ async fn route(exec: &Executor, req: Request<Incoming>) -> Result<Action, ApiErr
             command: params.text("command", true, 1024, 1, "")?,
             timeout: non_negative(params.integer("timeout", false, 600)?),
         },
+        Route::SubmitBuild => Action::SubmitBuild(build_job(exec, &params)?),
+        Route::ListBuilds => Action::ListBuilds,
+        Route::GetBuild(id) => Action::GetBuild(id),
+        Route::BuildLogs(id) => Action::BuildLogs(id),
+        Route::CancelBuild(id) => Action::CancelBuild(id),
+    })
+}
+
+/// `POST /v1/builds` (docs/builds.md).
+fn build_job(exec: &Executor, p: &Params) -> Result<crate::builds::BuildJob, ApiError> {
+    use crate::builds::{build_command, default_install, BuildJob, Source};
+    let source: Source = match p.json("source") {
+        Some(v) => serde_json::from_value(v).map_err(|e| {
+            ApiError::untyped(400, format!("Invalid `source` param: {e}; expected {{\"type\": \"archive\"|\"folder\"|\"git\", ...}}"))
+        })?,
+        None => return Err(ApiError::untyped(400, "Param \"source\" is not optional.")),
+    };
+    let image = p.text("image", true, 128, 1, "")?;
+    let install = match p.text("command", false, 1024, 0, "")? {
+        c if is_empty(&c) => default_install(&image).to_string(),
+        c => c,
+    };
+    let archive_name = match &source {
+        Source::Archive { path } if path.ends_with(".zip") => "code.zip",
+        _ => "code.tar.gz",
+    };
+    let runtime_id = match p.text("runtimeId", false, 64, 1, "")? {
+        id if id.is_empty() => format!("build-{}", &crate::engine::random_hex()[..16]),
+        id => id,
+    };
+    let create = CreateRequest {
+        runtime_id,
+        image,
+        entrypoint: p.text("entrypoint", false, 256, 0, "")?,
+        source: String::new(),
+        destination: p.text("destination", true, 0, 1, "")?,
+        output_directory: empty_to_blank(p.text("outputDirectory", false, 0, 0, "")?),
+        variables: string_map(p.assoc("variables")?),
+        runtime_entrypoint: String::new(),
+        command: build_command(archive_name, &install),
+        cache_key: empty_to_blank(p.text("cacheKey", false, 128, 0, "")?),
+        timeout: non_negative(p.integer("timeout", true, 600)?),
+        remove: true,
+        cpus: p.float("cpus", 1.0)?,
+        memory: non_negative(p.integer("memory", true, 512)?),
+        version: p.whitelist("version", &versions(exec), false, "v5")?,
+        restart: RestartPolicy::No,
+    };
+    if !create.cache_key.is_empty() && !crate::create::valid_cache_key(&create.cache_key) {
+        return Err(ApiError::with_message(
+            ErrorType::ExecutionBadRequest,
+            "Cache key must start with a letter or number and may only contain letters, numbers, dots, underscores, and hyphens.",
+        ));
+    }
+    Ok(BuildJob {
+        create,
+        source: Some(source),
     })
 }
 
@@ -158,8 +225,13 @@ enum Route {
     Get(String),
     Delete(String),
     Execute(String),
-    Logs(String),
+    StreamLogs(String),
     Command(String),
+    SubmitBuild,
+    ListBuilds,
+    GetBuild(String),
+    BuildLogs(String),
+    CancelBuild(String),
 }
 
 fn decode(segment: &str) -> String {
@@ -346,9 +418,15 @@ async fn perform(exec: &Arc<Executor>, action: Action) -> Result<Response<Body>,
             // A task of its own, so a client hanging up cannot leave a
             // half-created runtime behind.
             let e = exec.clone();
-            let result = tokio::spawn(async move { e.create_runtime(req).await })
-                .await
-                .map_err(|_| ApiError::untyped(500, "Runtime creation was interrupted."))??;
+            let result = tokio::spawn(async move {
+                if req.command.is_empty() {
+                    e.create_runtime(req).await
+                } else {
+                    e.create_through_queue(req).await
+                }
+            })
+            .await
+            .map_err(|_| ApiError::untyped(500, "Runtime creation was interrupted."))??;
             let mut body = json!({
                 "output": result.output,
                 "startTime": result.start_time,
@@ -391,6 +469,11 @@ async fn perform(exec: &Arc<Executor>, action: Action) -> Result<Response<Body>,
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             Ok(r)
         }
+        a @ (Action::SubmitBuild(_)
+        | Action::ListBuilds
+        | Action::GetBuild(_)
+        | Action::BuildLogs(_)
+        | Action::CancelBuild(_)) => perform_build(exec, a).await,
         Action::Command {
             runtime_id,
             command,
@@ -411,6 +494,52 @@ async fn perform(exec: &Arc<Executor>, action: Action) -> Result<Response<Body>,
                 Err(_) => Err(ApiError::typed(ErrorType::CommandFailed)),
             }
         }
+    }
+}
+
+async fn perform_build(exec: &Arc<Executor>, action: Action) -> Result<Response<Body>, ApiError> {
+    let queue = exec
+        .builds
+        .get()
+        .ok_or_else(|| ApiError::untyped(503, "The build queue is not running."))?;
+    let store = |e: opr_build::StoreError| ApiError::untyped(500, e.to_string());
+    let not_found = || ApiError::untyped(404, "Build not found");
+    match action {
+        Action::SubmitBuild(job) => {
+            let value =
+                serde_json::to_value(&job).map_err(|e| ApiError::untyped(500, e.to_string()))?;
+            let job = queue.submit(value).await.map_err(store)?;
+            Ok(json_response(202, &json!(job)))
+        }
+        Action::ListBuilds => Ok(json_response(
+            200,
+            &json!(queue.list(100).await.map_err(store)?),
+        )),
+        Action::GetBuild(id) => {
+            let job = queue.get(&id).await.map_err(store)?.ok_or_else(not_found)?;
+            Ok(json_response(200, &json!(job)))
+        }
+        Action::BuildLogs(id) => {
+            let job = queue.get(&id).await.map_err(store)?.ok_or_else(not_found)?;
+            let output = exec.build_output(&job).await;
+            Ok(json_response(
+                200,
+                &json!({ "id": job.id, "state": job.state, "output": output }),
+            ))
+        }
+        Action::CancelBuild(id) => {
+            let before = queue
+                .cancel(&id)
+                .await
+                .map_err(store)?
+                .ok_or_else(not_found)?;
+            let job = queue.get(&id).await.map_err(store)?.ok_or_else(not_found)?;
+            Ok(json_response(
+                200,
+                &json!({ "id": id, "previousState": before, "state": job.state }),
+            ))
+        }
+        _ => Err(ApiError::untyped(500, "Not a build action.")),
     }
 }
 

@@ -21,7 +21,7 @@ pub fn wrapper_argv() -> Vec<String> {
     vec!["bash".into(), "-c".into(), script.into()]
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Chunk {
     pub timestamp: String,
     pub content: String,

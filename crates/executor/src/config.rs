@@ -31,6 +31,12 @@ pub struct ExecutorConfig {
     pub pids_limit: u64,
     /// Generic runtimes kept started per image (opr extension, docs/executor.md).
     pub warm_pool: Vec<(String, usize)>,
+    /// Build workers (docs/builds.md).
+    pub build_workers: usize,
+    /// The durable build queue's database.
+    pub build_db: PathBuf,
+    /// Size cap of the build cache; least recently used artifacts go first.
+    pub build_cache_max_bytes: u64,
 }
 
 /// Reads the environment. Unknown or malformed values fall back to the
@@ -80,10 +86,37 @@ pub fn from_env(env: &BTreeMap<String, String>) -> ExecutorConfig {
         build_cache_dir: get("OPR_EXECUTOR_BUILD_CACHE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| work_dir.join("build-cache")),
-        work_dir,
+        work_dir: work_dir.clone(),
         max_runtimes: secs("OPR_EXECUTOR_MAX_RUNTIMES", 100).max(1) as usize,
         pids_limit: secs("OPR_EXECUTOR_PIDS_LIMIT", 512).max(16),
         warm_pool: parse_warm_pool(get("OPR_EXECUTOR_WARM_POOL").unwrap_or("")),
+        build_workers: get("OPR_EXECUTOR_BUILD_WORKERS")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            })
+            .clamp(1, 64),
+        build_db: get("OPR_EXECUTOR_BUILD_DB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| work_dir.join("builds.db")),
+        build_cache_max_bytes: secs("OPR_EXECUTOR_BUILD_CACHE_MAX_BYTES", 2 << 30),
+    }
+}
+
+impl ExecutorConfig {
+    /// Moves the work folder (a `--work-dir` flag); paths derived from it
+    /// follow unless the environment set them.
+    pub fn set_work_dir(&mut self, dir: PathBuf, env: &BTreeMap<String, String>) {
+        let set = |k: &str| env.get(k).is_some_and(|v| !v.trim().is_empty());
+        if !set("OPR_EXECUTOR_BUILD_CACHE_DIR") {
+            self.build_cache_dir = dir.join("build-cache");
+        }
+        if !set("OPR_EXECUTOR_BUILD_DB") {
+            self.build_db = dir.join("builds.db");
+        }
+        self.work_dir = dir;
     }
 }
 
@@ -142,6 +175,19 @@ mod tests {
             "5".to_string(),
         )]);
         assert_eq!(from_env(&env).inactive_threshold, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn moving_the_work_dir_moves_derived_paths() {
+        let mut c = from_env(&BTreeMap::new());
+        c.set_work_dir(PathBuf::from("/w"), &BTreeMap::new());
+        assert_eq!(
+            (c.build_db.as_path(), c.build_cache_dir.as_path()),
+            (
+                std::path::Path::new("/w/builds.db"),
+                std::path::Path::new("/w/build-cache")
+            )
+        );
     }
 
     #[test]

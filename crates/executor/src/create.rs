@@ -20,7 +20,8 @@ const CACHE_KEY_ERROR: &str =
 /// Grace before a finished build is removed, for log-stream readers.
 const REMOVE_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateRequest {
     pub runtime_id: String,
     pub image: String,
@@ -40,7 +41,8 @@ pub struct CreateRequest {
     pub restart: RestartPolicy,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CreateResult {
     pub output: Vec<Chunk>,
     pub start_time: f64,

@@ -23,6 +23,8 @@ pub struct Executor {
     pub pool: WarmPool,
     /// Host CPU use in percent, smoothed (executor-api §5).
     pub cpu_usage: Mutex<Option<f64>>,
+    /// The durable build queue (set once at start).
+    pub builds: std::sync::OnceLock<Arc<opr_build::BuildQueue>>,
 }
 
 impl Executor {
@@ -47,8 +49,22 @@ impl Executor {
             registry: Registry::default(),
             client,
             cpu_usage: Mutex::new(None),
+            builds: std::sync::OnceLock::new(),
         });
         exec.remove_orphans().await;
+        let store = Arc::new(opr_build::Store::open(&exec.cfg.build_db)?);
+        let runner = Arc::new(crate::builds::Runner(Arc::downgrade(&exec)));
+        let (queue, recovery) =
+            opr_build::BuildQueue::start(store, runner, exec.cfg.build_workers).await?;
+        if !recovery.requeued.is_empty() || !recovery.failed.is_empty() {
+            eprintln!(
+                "opr executor: build queue recovered: {} retried, {} failed after two interruptions, {} queued",
+                recovery.requeued.len(),
+                recovery.failed.len(),
+                recovery.queued
+            );
+        }
+        let _ = exec.builds.set(queue);
         tokio::spawn(crate::maintenance::run(Arc::downgrade(&exec)));
         tokio::spawn(sample_cpu(Arc::downgrade(&exec)));
         WarmPool::start_refill(&exec);

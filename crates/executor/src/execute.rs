@@ -168,13 +168,15 @@ impl Executor {
                     last_error = e.message;
                     tokio::time::sleep(Duration::from_millis(500).min(budget.remaining())).await;
                 }
-                Ok(Err(e)) => return Err(ApiError::untyped(
-                    500,
-                    format!(
+                Ok(Err(e)) => {
+                    return Err(ApiError::untyped(
+                        500,
+                        format!(
                         "An internal curl error has occurred while starting runtime! Error Msg: {}",
                         e.message
                     ),
-                )),
+                    ))
+                }
                 Err(_) => return Err(ApiError::untyped(500, "Runtime start was interrupted.")),
             }
         }

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod buildlog;
+pub mod builds;
+pub mod cache;
 pub mod config;
 pub mod create;
 pub mod engine;

@@ -79,6 +79,14 @@ impl Params {
         }
     }
 
+    /// The value as JSON (form values as strings), for structured parameters.
+    pub fn json(&self, name: &str) -> Option<Value> {
+        match self.present(name)? {
+            Param::Json(v) => Some(v.clone()),
+            Param::Form(b) => serde_json::from_slice(b).ok(),
+        }
+    }
+
     /// Text(max, min): `max == 0` means unlimited.
     pub fn text(
         &self,

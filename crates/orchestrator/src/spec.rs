@@ -9,7 +9,8 @@ pub const LABEL_RUNTIME_ID: &str = "openruntimes-runtime-id";
 /// Set on warm-pool runtimes (value: the image) until they are assigned.
 pub const LABEL_POOL: &str = "opr-pool";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RestartPolicy {
     #[default]
     No,
