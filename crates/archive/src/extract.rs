@@ -408,6 +408,7 @@ mod tests {
             Limits {
                 max_bytes: 250,
                 max_entries: 100,
+                ..Limits::default()
             },
         );
         assert!(matches!(r, Err(ExtractError::TooLarge(250))));
@@ -417,6 +418,7 @@ mod tests {
             Limits {
                 max_bytes: 1 << 20,
                 max_entries: 3,
+                ..Limits::default()
             },
         );
         assert!(matches!(r, Err(ExtractError::TooManyEntries(3))));
