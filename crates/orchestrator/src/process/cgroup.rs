@@ -122,12 +122,20 @@ impl RuntimeCgroup {
         v
     }
 
-    /// Files a process writes `0` into to join this cgroup.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs()
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect()
+    /// Files a new process writes `0` ("myself") into, before exec, to
+    /// join this cgroup.
+    ///
+    /// v1: `tasks`, which moves one thread (the forked child has only one).
+    /// The kernel then skips the global threadgroup lock that
+    /// `cgroup.procs` takes, and with it an RCU grace period: measured
+    /// 0.6 ms instead of 7 ms per start here. v2 has no such file for
+    /// domain cgroups: `cgroup.procs`.
+    pub fn join_files(&self) -> Vec<PathBuf> {
+        let file = match self.version {
+            Version::V1 => "tasks",
+            Version::V2 => "cgroup.procs",
+        };
+        self.dirs().into_iter().map(|d| d.join(file)).collect()
     }
 }
 
@@ -289,6 +297,30 @@ fn write_limits(fs: &dyn CgroupFs, cg: &RuntimeCgroup, l: &Limits) -> io::Result
     }
     let pids = l.pids_max.map_or("max".to_owned(), |p| p.to_string());
     write(fs, &cg.pids.join("pids.max"), &pids)
+}
+
+/// Changes memory and CPU of a live runtime (a warm-pool runtime taking a
+/// function's limits); the process limit stays.
+pub fn update(fs: &dyn CgroupFs, cg: &RuntimeCgroup, cpus: f64, memory_mb: u64) -> io::Result<()> {
+    let l = Limits::from_spec(cpus, memory_mb, 0);
+    match cg.version {
+        Version::V1 => {
+            let mem = l.memory_bytes.map_or("-1".to_owned(), |b| b.to_string());
+            write(fs, &cg.memory.join("memory.limit_in_bytes"), &mem)?;
+            let quota = l.cpu_quota_us.map_or("-1".to_owned(), |q| q.to_string());
+            write(fs, &cg.cpu.join("cpu.cfs_quota_us"), &quota)
+        }
+        Version::V2 => {
+            let mem = l.memory_bytes.map_or("max".to_owned(), |b| b.to_string());
+            write(fs, &cg.memory.join("memory.max"), &mem)?;
+            let quota = l.cpu_quota_us.map_or("max".to_owned(), |q| q.to_string());
+            write(
+                fs,
+                &cg.cpu.join("cpu.max"),
+                &format!("{quota} {CPU_PERIOD_US}"),
+            )
+        }
+    }
 }
 
 /// Removes the runtime's cgroup directories; missing ones are fine. Fails
@@ -707,7 +739,16 @@ mod tests {
             Some("32")
         );
         assert!(fs.has_dir("/sys/fs/cgroup/cpuacct/opr/rt1"));
-        assert_eq!(cg.procs_files().len(), 4);
+        assert_eq!(
+            cg.join_files(),
+            [
+                "/sys/fs/cgroup/memory/session/abc/opr/rt1/tasks",
+                "/sys/fs/cgroup/cpu/opr/rt1/tasks",
+                "/sys/fs/cgroup/pids/opr/rt1/tasks",
+                "/sys/fs/cgroup/cpuacct/opr/rt1/tasks"
+            ]
+            .map(PathBuf::from)
+        );
         // A leftover directory of the same name is reused.
         h.create(&fs, "rt1", &Limits::from_spec(0.0, 0, 0))
             .expect("again");
@@ -778,7 +819,7 @@ mod tests {
         assert_eq!(fs.file("/cg/a/b/rt/pids.max").as_deref(), Some("max"));
         assert_eq!(cg.dirs(), vec![Path::new("/cg/a/b/rt")]);
         assert_eq!(
-            cg.procs_files(),
+            cg.join_files(),
             vec![PathBuf::from("/cg/a/b/rt/cgroup.procs")]
         );
     }

@@ -88,6 +88,9 @@ impl ProcessConfig {
 
 /// One known runtime: started by this backend, or found on disk.
 struct Entry {
+    /// Held by `run` while it starts the runtime and by `remove`: a removal
+    /// waits for a start in progress instead of racing it.
+    busy: tokio::sync::Mutex<()>,
     record: Mutex<RuntimeRecord>,
     /// Dropping or setting it stops the supervisor.
     stop: Mutex<Option<watch::Sender<bool>>>,
@@ -98,6 +101,7 @@ struct Entry {
 impl Entry {
     fn new(record: RuntimeRecord) -> Arc<Self> {
         Arc::new(Entry {
+            busy: tokio::sync::Mutex::new(()),
             record: Mutex::new(record),
             stop: Mutex::new(None),
             task: Mutex::new(None),
@@ -426,6 +430,7 @@ fn kill_cgroup(fs: &dyn CgroupFs, cg: &RuntimeCgroup) -> std::result::Result<(),
 async fn launch(
     spawner: &Spawner,
     bwrap: &Path,
+    state: &StateDir,
     rec: &RuntimeRecord,
 ) -> std::io::Result<supervise::Started> {
     let (tx, rx) = tokio::net::unix::pipe::pipe()?;
@@ -434,13 +439,14 @@ async fn launch(
     let procs = rec
         .cgroup
         .as_ref()
-        .map(RuntimeCgroup::procs_files)
+        .map(RuntimeCgroup::join_files)
         .unwrap_or_default();
+    let log = output::open_log(&state.log_path(&rec.name))?;
     let argv = sandbox::with_command(&rec.sandbox, &rec.command);
     let mut cmd = spawn::bwrap_command(bwrap, &argv, &rec.env, &procs)?;
     cmd.stdout(w).stderr(w2);
     let child = spawner.spawn(cmd).await?;
-    Ok((child, rx))
+    Ok((child, rx, log))
 }
 
 /// Puts the running pid into the record (memory and disk).
@@ -510,6 +516,10 @@ impl Orchestrator for ProcessBackend {
         };
         // Reserve the name first: concurrent runs of one name conflict.
         let entry = Entry::new(rec.clone());
+        let _busy = entry
+            .busy
+            .try_lock()
+            .map_err(|_| failed("new runtime entry is locked"))?;
         {
             let mut map = lock(&inner.runtimes);
             if map.contains_key(&spec.name) {
@@ -535,7 +545,7 @@ impl Orchestrator for ProcessBackend {
         };
         *lock(&entry.record) = rec.clone();
 
-        let started = match launch(&inner.spawner, &inner.bwrap, &rec).await {
+        let started = match launch(&inner.spawner, &inner.bwrap, &inner.state, &rec).await {
             Ok(s) => s,
             Err(e) => {
                 inner.abandon(rec).await;
@@ -561,7 +571,7 @@ impl Orchestrator for ProcessBackend {
                         .upgrade()
                         .ok_or_else(|| std::io::Error::other("runtime removed"))?;
                     let rec = entry.record();
-                    let started = launch(&spawner, &bwrap, &rec).await?;
+                    let started = launch(&spawner, &bwrap, &state, &rec).await?;
                     note_started(&state, &entry, started.0.id());
                     Ok(started)
                 }
@@ -600,7 +610,7 @@ impl Orchestrator for ProcessBackend {
         let procs = rec
             .cgroup
             .as_ref()
-            .map(RuntimeCgroup::procs_files)
+            .map(RuntimeCgroup::join_files)
             .unwrap_or_default();
         let cmd = spawn::bwrap_command(
             &inner.bwrap,
@@ -615,7 +625,12 @@ impl Orchestrator for ProcessBackend {
     async fn remove(&self, name: &str) -> Result<()> {
         let inner = &self.inner;
         let entry = inner.entry(name)?;
-        if entry.removing.swap(true, Ordering::AcqRel) {
+        let _busy = entry.busy.lock().await;
+        // A failed start has dropped the entry meanwhile.
+        let current = lock(&inner.runtimes)
+            .get(name)
+            .is_some_and(|e| Arc::ptr_eq(e, &entry));
+        if !current || entry.removing.swap(true, Ordering::AcqRel) {
             return Err(OrchestratorError::NotFound(name.to_owned()));
         }
         // Stop the supervisor first so nothing restarts the sandbox.
@@ -656,8 +671,8 @@ impl Orchestrator for ProcessBackend {
                 }
                 let status = if e.removing.load(Ordering::Acquire) {
                     "removing"
-                } else if rec.pid.is_none() && rec.sandbox.is_empty() {
-                    // Reserved, not yet started.
+                } else if rec.pid.is_none() {
+                    // Being prepared, not started yet.
                     "created"
                 } else if rec.is_alive() {
                     "running"
@@ -682,6 +697,25 @@ impl Orchestrator for ProcessBackend {
 
     async fn stats(&self) -> Result<Vec<RuntimeStats>> {
         self.inner.blocking(|i| Ok(i.stats())).await
+    }
+
+    async fn set_limits(&self, name: &str, cpus: f64, memory_mb: u64) -> Result<()> {
+        let entry = self.inner.entry(name)?;
+        let rec = lock(&entry.record).clone();
+        let Some(cg) = rec.cgroup else {
+            return Err(failed(format!("runtime {name} has no cgroup to update")));
+        };
+        self.inner
+            .blocking(move |_| {
+                cgroup::update(&HostFs, &cg, cpus, memory_mb)
+                    .map_err(|e| failed(format!("cannot change limits: {e}")))
+            })
+            .await
+    }
+
+    /// All images of one language share warm-pool runtimes here.
+    fn pool_key(&self, image: &str) -> String {
+        crate::language_of_image(image).map_or_else(|| image.to_owned(), |l| l.name().to_owned())
     }
 
     async fn logs(&self, name: &str, max_bytes: usize) -> Result<String> {

@@ -26,11 +26,21 @@ async fn open_append(path: &Path) -> io::Result<(tokio::fs::File, u64)> {
     Ok((f, len))
 }
 
-/// Copies `rx` into `path` until end of file (every process holding the
-/// pipe's write end has exited). Never stops reading early: a runtime must
-/// not block on a full pipe because its log cannot be written.
-pub async fn pump(mut rx: pipe::Receiver, path: PathBuf, rotate_at: u64) {
-    let mut file = open_append(&path).await.ok();
+/// Opens (creating) the log for appending. Done before the sandbox starts,
+/// so the pump never creates files in a folder `remove` may be deleting.
+pub fn open_log(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Copies `rx` into `log` (opened on `path`) until end of file (every
+/// process holding the pipe's write end has exited). Never stops reading
+/// early: a runtime must not block on a full pipe because its log cannot
+/// be written.
+pub async fn pump(mut rx: pipe::Receiver, log: fs::File, path: PathBuf, rotate_at: u64) {
+    let mut file = match log.metadata() {
+        Ok(m) => Some((tokio::fs::File::from_std(log), m.len())),
+        Err(_) => None,
+    };
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match rx.read(&mut buf).await {
@@ -106,7 +116,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("output.log");
         let (mut tx, rx) = pipe::pipe().expect("pipe");
-        let task = tokio::spawn(pump(rx, path.clone(), 10));
+        let log = open_log(&path).expect("open");
+        let task = tokio::spawn(pump(rx, log, path.clone(), 10));
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let mut total = 0;
         for chunk in ["aaaa\n", "bbbb\n", "cccc\n"] {

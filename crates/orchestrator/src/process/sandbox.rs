@@ -12,6 +12,14 @@ pub const RUNTIME_BINARY: &str = "/usr/local/bin/opr-runtime";
 /// Host directories presented read-only as the "image", when they exist.
 pub const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"];
 
+/// Host files masked with an empty file inside the sandbox.
+pub const HIDDEN_FILES: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+];
+
 /// Capabilities kept inside the sandbox (root without them could not, for
 /// example, extract a tarball owned by another uid). Docker's default set
 /// minus what matters on a shared host: no MKNOD (there is no devices
@@ -132,6 +140,19 @@ pub fn sandbox_args(l: &Layout<'_>) -> Result<Vec<String>, SandboxError> {
                 a.0.push(s(path)?);
             }
             SystemEntry::Dir(path) => a.op("--ro-bind", path, &s(path)?)?,
+        }
+    }
+    // The host's password hashes are no business of a function: the sandbox
+    // is root with DAC_OVERRIDE, so hide the files rather than rely on modes.
+    if l.system
+        .iter()
+        .any(|e| matches!(e, SystemEntry::Dir(p) if p.as_path() == std::path::Path::new("/etc")))
+    {
+        for secret in HIDDEN_FILES {
+            if std::path::Path::new(secret).exists() {
+                a.pair("--ro-bind", "/dev/null");
+                a.0.push((*secret).to_owned());
+            }
         }
     }
     a.pair("--proc", "/proc");

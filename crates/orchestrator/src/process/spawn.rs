@@ -18,14 +18,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 /// A bwrap command line: `argv` after the program name, the whole
-/// environment, and the `cgroup.procs` files to join.
+/// environment, and the cgroup files to join
+/// ([`RuntimeCgroup::join_files`](super::cgroup::RuntimeCgroup::join_files)).
 pub fn bwrap_command(
     bwrap: &Path,
     argv: &[String],
     env: &[(String, String)],
-    cgroup_procs: &[PathBuf],
+    cgroup_files: &[PathBuf],
 ) -> io::Result<Command> {
-    let procs: Vec<CString> = cgroup_procs
+    let procs: Vec<CString> = cgroup_files
         .iter()
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<_, _>>()
@@ -51,8 +52,8 @@ pub fn bwrap_command(
     Ok(cmd)
 }
 
-/// Moves the calling process into each cgroup. Writing `0` to
-/// `cgroup.procs` means "the writer" on v1 and v2, so no pid formatting.
+/// Moves the calling process into each cgroup. Writing `0` means "the
+/// writer" (to `tasks` and `cgroup.procs` alike), so no pid formatting.
 fn join_cgroups(files: &[CString]) -> io::Result<()> {
     for f in files {
         // SAFETY: `f` is a valid NUL-terminated path.

@@ -161,9 +161,19 @@ impl StateDir {
 
     /// Deletes the runtime's folder; a missing one is fine.
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        match fs::remove_dir_all(self.runtime_dir(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let dir = self.runtime_dir(name);
+        let mut attempts = 0;
+        loop {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                // A last write of a dying supervisor (log rotation, record)
+                // can land while the tree is deleted: go again.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 }

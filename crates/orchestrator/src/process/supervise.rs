@@ -76,8 +76,9 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// One started sandbox: the process and the read end of its output pipe.
-pub type Started = (Child, pipe::Receiver);
+/// One started sandbox: the process, the read end of its output pipe and
+/// the log file it goes to.
+pub type Started = (Child, pipe::Receiver, std::fs::File);
 
 /// What the supervisor needs from the backend.
 pub struct Supervised<L> {
@@ -93,11 +94,11 @@ where
     L: FnMut() -> F,
     F: Future<Output = io::Result<Started>>,
 {
-    let (mut child, mut out) = first;
+    let (mut child, mut out, mut log) = first;
     let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
-        let mut pump = tokio::spawn(output::pump(out, s.log.clone(), output::ROTATE_AT));
+        let mut pump = tokio::spawn(output::pump(out, log, s.log.clone(), output::ROTATE_AT));
         let pgid = child.id().and_then(|p| i32::try_from(p).ok());
         let status = tokio::select! {
             st = child.wait() => st.ok(),
@@ -129,8 +130,8 @@ where
                 () = stopped(&mut s.stop) => return,
             }
             match (s.relaunch)().await {
-                Ok((c, o)) => {
-                    (child, out) = (c, o);
+                Ok((c, o, l)) => {
+                    (child, out, log) = (c, o, l);
                     break;
                 }
                 Err(e) => tracing::warn!(log = %s.log.display(), "restart failed: {e}"),
