@@ -16,6 +16,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 
+/// Bodies up to this size are copied into the frame to send it in one write.
+const SINGLE_WRITE_MAX: usize = 64 << 10;
+
 /// How long a new worker may take to say `READY`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -259,10 +262,18 @@ impl Worker {
             id,
         };
         let prefix = frame::meta_prefix(kind::INVOKE, id, meta, body.len());
+        // Small frames go out in one write (one syscall, one wake-up of the
+        // worker); large bodies are not copied.
+        let single = (body.len() <= SINGLE_WRITE_MAX).then(|| [&prefix[..], &body[..]].concat());
         let mut w = self.writer.lock().await;
         let sent = async {
-            w.write_all(&prefix).await?;
-            w.write_all(&body).await
+            match &single {
+                Some(frame) => w.write_all(frame).await,
+                None => {
+                    w.write_all(&prefix).await?;
+                    w.write_all(&body).await
+                }
+            }
         }
         .await;
         drop(w);

@@ -316,8 +316,10 @@ function readOutput(out) {
   if (h != null) {
     if (typeof h !== 'object' || Array.isArray(h)) return [null, null, 'Response headers must be an object.'];
     // A web Headers object (Node 18+) has no own properties: iterate it; it
-    // yields each set-cookie value on its own.
-    const iterable = h instanceof Map || (typeof Headers === 'function' && h instanceof Headers);
+    // yields each set-cookie value on its own. Tested by its tag: touching
+    // the global `Headers` would load undici (9 MiB, tens of ms) in every
+    // worker.
+    const iterable = h instanceof Map || h[Symbol.toStringTag] === 'Headers';
     const entries = iterable ? h.entries() : Object.entries(h);
     for (const [name, value] of entries) {
       if (Array.isArray(value)) for (const v of value) headers.push([String(name), safeString(v)]);

@@ -10,18 +10,13 @@ import asyncio
 import concurrent.futures
 import contextvars
 import datetime
-import glob
 import importlib
-import importlib.util
-import inspect
 import json
 import os
-import site
 import socket
 import struct
 import sys
 import threading
-import traceback
 import types
 
 INVOKE, CANCEL, CONFIGURE, PING = 1, 2, 3, 4
@@ -89,9 +84,18 @@ def _log(inv, stream, text):
     _emit(_frame(LOG, inv.id, bytes((stream,)), text.encode("utf-8", "replace")))
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(asyncio.BufferedProtocol):
+    # One reusable read buffer: a plain Protocol gets a fresh 256 KiB bytes
+    # object per read, which glibc serves with mmap/munmap every request.
     def __init__(self):
         self.buf = bytearray()
+        self.scratch = bytearray(256 * 1024)
+
+    def get_buffer(self, sizehint):
+        return self.scratch
+
+    def buffer_updated(self, nbytes):
+        self.data_received(memoryview(self.scratch)[:nbytes])
 
     def connection_made(self, transport):
         global _transport
@@ -182,7 +186,7 @@ def _run_sync(inv, fn, context):
     _current.set(inv)
     try:
         out = fn(context)
-        if inspect.isawaitable(out):  # e.g. an object with an async __call__
+        if hasattr(out, "__await__"):  # e.g. an object with an async __call__
             return _loop.call_soon_threadsafe(_await, inv, context, out)
         result = _output(out)
     except BaseException as e:
@@ -274,6 +278,8 @@ def _trace(e):
     tb = e.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OURS):
         tb = tb.tb_next
+    import traceback  # only when something failed: keeps start-up lean
+
     return "".join(traceback.format_exception(type(e), e, tb or e.__traceback__))
 
 
@@ -307,6 +313,9 @@ def _add_paths():
     # Function dir first (sibling imports), then the packages the build
     # installed into runtime-env (with their .pth files), then the parent dir.
     before = list(sys.path)
+    import glob
+    import site
+
     for sp in sorted(glob.glob(os.path.join(_fdir, "runtime-env/lib/python3*/site-packages"))):
         site.addsitedir(sp)
     front = [p for p in [_fdir] + sys.path if p not in before]
@@ -341,7 +350,7 @@ def _load():
     if not callable(main):
         sys.modules.pop(name, None)  # re-run the module on the next attempt
         raise LoadError("signature", "module has no callable 'main'")
-    _fn = (main, inspect.iscoroutinefunction(main))
+    _fn = (main, asyncio.iscoroutinefunction(main))
     return _fn
 
 
@@ -352,6 +361,8 @@ def _package():
         return
     init = os.path.join(_fdir, "__init__.py")
     if os.path.isfile(init):
+        import importlib.util
+
         spec = importlib.util.spec_from_file_location("function", init, submodule_search_locations=[_fdir])
         pkg = sys.modules["function"] = importlib.util.module_from_spec(spec)
         try:
