@@ -1,0 +1,3 @@
+# Hello-world function for the runtime benchmark (bench/runtime/run.sh).
+async def main(context):
+    return context.res.text("Hello, World!")
