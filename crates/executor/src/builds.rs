@@ -213,10 +213,27 @@ fn store_error(e: opr_build::StoreError) -> ApiError {
 
 /// The install step when a build names none: `npm ci` with a lockfile,
 /// else `npm install`; `pip install -r requirements.txt` into the package.
+/// The step prints the command it chose, so the build log says which.
+///
+/// `npm ci --prefer-offline`: a lockfile pins versions and integrity, so a
+/// tarball in the restored build cache is used without asking the registry
+/// again. `npm install` keeps revalidating (without a lockfile a cached
+/// package list could be stale). No audit or funding requests: they cost a
+/// registry round trip per build and change nothing in the package.
 pub fn default_install(image: &str) -> &'static str {
     match language_of_image(image) {
-        Some(ImageLanguage::Node) => "if [ -f package.json ]; then if [ -f package-lock.json ]; then npm ci; else npm install; fi; fi",
-        Some(ImageLanguage::Python) => "if [ -f requirements.txt ]; then pip install -r requirements.txt; fi",
+        Some(ImageLanguage::Node) => concat!(
+            "if [ -f package.json ]; then ",
+            "if [ -f package-lock.json ]; then set -- npm ci --prefer-offline; ",
+            "else set -- npm install; fi; ",
+            "set -- \"$@\" --no-audit --no-fund; ",
+            "echo \"Install step: $*\"; \"$@\"; fi"
+        ),
+        Some(ImageLanguage::Python) => concat!(
+            "if [ -f requirements.txt ]; then ",
+            "echo 'Install step: pip install -r requirements.txt'; ",
+            "pip install -r requirements.txt; fi"
+        ),
         None => "",
     }
 }

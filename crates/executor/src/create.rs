@@ -133,6 +133,20 @@ impl Executor {
         env
     }
 
+    /// `OPR_EXECUTOR_MAX_RUNTIMES`: a new runtime past the cap is refused.
+    pub fn check_capacity(&self, name: &str) -> Result<(), ApiError> {
+        if self.registry.len() >= self.cfg.max_runtimes && self.registry.get(name).is_none() {
+            return Err(ApiError::untyped(
+                503,
+                format!(
+                    "Runtime limit reached: {} runtimes are running (OPR_EXECUTOR_MAX_RUNTIMES). Delete a runtime or raise the limit.",
+                    self.cfg.max_runtimes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Inserts the pending entry, then does the work; on failure the entry,
     /// container and work directory are gone (executor-api §7.10).
     pub async fn create_runtime(
@@ -149,15 +163,7 @@ impl Executor {
         let start_time = now();
         let secret = random_hex();
         let name = self.runtime_name(&req.runtime_id);
-        if self.registry.len() >= self.cfg.max_runtimes && self.registry.get(&name).is_none() {
-            return Err(ApiError::untyped(
-                503,
-                format!(
-                    "Runtime limit reached: {} runtimes are running (OPR_EXECUTOR_MAX_RUNTIMES). Delete a runtime or raise the limit.",
-                    self.cfg.max_runtimes
-                ),
-            ));
-        }
+        self.check_capacity(&name)?;
         let work = WorkDir {
             root: self.cfg.work_dir.join(&name),
         };

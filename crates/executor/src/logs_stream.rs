@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
-const ENTRY_WAIT: Duration = Duration::from_secs(10);
+/// executor-api §9 step 2: ten checks half a second apart.
+const ENTRY_WAIT: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(200);
 
 /// Feeds `tx` until the build ends, the client leaves or `timeout` passes.
@@ -97,7 +98,8 @@ impl Follower {
         };
         let mut out = String::new();
         let mut consumed = 0;
-        for line in fresh[..=last_newline].split(|&b| b == b'\n') {
+        // Each complete line with its newline; nothing after the last one.
+        for line in fresh[..last_newline].split(|&b| b == b'\n') {
             if line.is_empty() {
                 consumed += 1;
                 continue;
@@ -145,9 +147,23 @@ mod tests {
         let first = f.read_new(dir.path()).await;
         assert!(first.ends_with(" Step 1\\n\n"), "{first:?}");
         assert_eq!(f.read_new(dir.path()).await, "");
-        std::fs::write(dir.path().join("timings.txt"), b"0.1 7\n0.2 7\n0.3 9").expect("write");
+        std::fs::write(dir.path().join("timings.txt"), b"0.1 7\n1.2 7\n0.3 9").expect("write");
         let second = f.read_new(dir.path()).await;
         assert!(second.ends_with(" Step 2\\n\n"), "{second:?}");
         assert_eq!(second.lines().count(), 1);
+        // Whole seconds of a later delay survive (the line is read from its
+        // first character): 0.1 s + 1.2 s after the clock start.
+        let first_ts = humantime::parse_rfc3339(
+            &first[..first.find(' ').expect("space")].replace("+00:00", "Z"),
+        )
+        .expect("ts");
+        let second_ts = humantime::parse_rfc3339(
+            &second[..second.find(' ').expect("space")].replace("+00:00", "Z"),
+        )
+        .expect("ts");
+        assert_eq!(
+            second_ts.duration_since(first_ts).expect("later"),
+            Duration::from_millis(1200)
+        );
     }
 }

@@ -241,6 +241,9 @@ impl WarmPool {
         if self.targets.is_empty() || !pool_compatible(req) {
             return None;
         }
+        if let Err(e) = exec.check_capacity(&exec.runtime_name(&req.runtime_id)) {
+            return Some(Err(e));
+        }
         let key = exec.orch.pool_key(&req.image);
         let pooled = self.idle().get_mut(&key)?.pop_front()?;
         self.refill.notify_one();
@@ -334,14 +337,13 @@ impl WarmPool {
             "code.tar.gz"
         };
         let target = work.src().join(archive_name);
-        // A hard link is instant; copy when storage is on another filesystem.
-        if tokio::fs::hard_link(&req.source, &target).await.is_err() {
-            crate::storage::copy_atomically(std::path::Path::new(&req.source), &target)
-                .await
-                .map_err(|_| {
-                    ApiError::untyped(500, "Failed to copy source code to temporary directory")
-                })?;
-        }
+        // A copy, never a link: the runtime's /tmp is writable, and a
+        // function must not be able to change the stored package.
+        crate::storage::copy_atomically(std::path::Path::new(&req.source), &target)
+            .await
+            .map_err(|_| {
+                ApiError::untyped(500, "Failed to copy source code to temporary directory")
+            })?;
         let body = serde_json::json!({
             "env": exec.runtime_env(req, secret),
             "archive": format!("/tmp/{archive_name}"),

@@ -63,7 +63,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> any
                 .worker
                 .unwrap_or_else(|| language.worker_file(&args.server_dir)),
             cwd,
-            env: None,
+            // Workers get the server's environment, less its control token:
+            // user code must not be able to re-assign its own runtime.
+            env: Some(
+                env.iter()
+                    .filter(|(k, _)| k.as_str() != "OPR_RUNTIME_CONTROL_TOKEN")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
         },
         function_dir,
         logs_dir: args.logs_dir,
