@@ -15,7 +15,8 @@ pub struct ExecutorArgs {
     /// Address to serve the API on (default $OPR_EXECUTOR_LISTEN, else 127.0.0.1:9900).
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Where runtimes run: process (sandboxed processes, the default).
+    /// Where runtimes run: process (sandboxed processes, the default),
+    /// docker (containers) or swarm (services); see docs/docker.md.
     #[arg(long, default_value = "process")]
     backend: String,
     /// Work folder for runtimes (default $OPR_EXECUTOR_WORK_DIR, else /tmp/opr-executor).
@@ -55,7 +56,19 @@ pub fn main(args: ExecutorArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let orch: Arc<dyn Orchestrator> = match args.backend.as_str() {
             "process" => process_backend(&cfg.work_dir, &cfg.hostname)?,
-            other => bail!("unknown backend {other:?}: this build supports process"),
+            "docker" => Arc::new(
+                opr_orchestrator::docker::DockerBackend::connect(
+                    opr_orchestrator::docker::DockerConfig::new(&cfg.hostname),
+                )
+                .await?,
+            ),
+            "swarm" => Arc::new(
+                opr_orchestrator::swarm::SwarmBackend::connect(
+                    opr_orchestrator::swarm::SwarmConfig::new(&cfg.hostname),
+                )
+                .await?,
+            ),
+            other => bail!("unknown backend {other:?}: expected process, docker or swarm"),
         };
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await

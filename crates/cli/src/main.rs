@@ -1,6 +1,7 @@
 //! `opr`: each subcommand is a thin file over a library crate.
 
 mod executor;
+mod images;
 mod run;
 mod runtime_files;
 mod up;
@@ -22,6 +23,8 @@ enum Command {
     Executor(executor::ExecutorArgs),
     /// Start an executor with the example functions deployed (the main job).
     Up(up::UpArgs),
+    /// Runtime images for the docker and swarm backends.
+    Images(images::ImagesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(args),
         Command::Executor(args) => executor::main(args),
         Command::Up(args) => up::main(args),
+        Command::Images(args) => images::main(args),
     }
 }

@@ -2,9 +2,13 @@
 //! backends. The orchestrator is the source of truth for what runs; the
 //! executor's registry is a cache of it (DESIGN §3).
 
+#[cfg(feature = "docker")]
+pub mod docker;
 pub mod image;
 pub mod process;
 mod spec;
+#[cfg(feature = "docker")]
+pub mod swarm;
 
 pub use image::{language_of_image, ImageLanguage};
 pub use spec::*;
