@@ -466,21 +466,11 @@ fn build_request(
         .map_err(|_| ApiError::untyped(500, "Cannot build the request."))
 }
 
-/// TCP connects until one succeeds; fast at first, since a sandboxed
-/// runtime is up in milliseconds (§8.3 step 4 allows 0.5 s spacing).
 async fn wait_for_port(addr: SocketAddr, budget: &Budget) -> Result<(), ApiError> {
-    let mut delay = Duration::from_millis(1);
-    loop {
-        let attempt = Duration::from_secs(10).min(budget.remaining());
-        if let Ok(Ok(_)) = tokio::time::timeout(attempt, tokio::net::TcpStream::connect(addr)).await
-        {
-            return Ok(());
-        }
-        if budget.exhausted() {
-            return Err(ApiError::typed(ErrorType::RuntimeTimeout));
-        }
-        tokio::time::sleep(delay.min(budget.remaining())).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
+    if crate::readiness::wait_until_serving(addr, budget.until.into()).await {
+        Ok(())
+    } else {
+        Err(ApiError::typed(ErrorType::RuntimeTimeout))
     }
 }
 

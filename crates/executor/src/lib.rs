@@ -14,6 +14,7 @@ pub mod logs_stream;
 pub mod maintenance;
 pub mod multipart;
 pub mod params;
+pub mod readiness;
 pub mod registry;
 pub mod storage;
 pub mod warm_pool;

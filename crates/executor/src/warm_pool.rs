@@ -42,6 +42,8 @@ pub struct WarmPool {
     /// Work folders of runtimes still starting, kept from the sweep.
     starting_dirs: Mutex<Vec<PathBuf>>,
     refill: Arc<Notify>,
+    /// Set at shutdown: no new standby runtimes from then on.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl WarmPool {
@@ -52,6 +54,7 @@ impl WarmPool {
             starting: Mutex::new(HashMap::new()),
             starting_dirs: Mutex::new(Vec::new()),
             refill: Arc::new(Notify::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -76,9 +79,12 @@ impl WarmPool {
         dirs
     }
 
+    /// Stops refilling and hands back the ready runtimes' names for removal.
     pub fn drain_names(&self) -> Vec<String> {
-        self.idle()
-            .drain()
+        let mut idle = self.idle();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        idle.drain()
             .flat_map(|(_, q)| q.into_iter().map(|p| p.container))
             .collect()
     }
@@ -109,7 +115,14 @@ impl WarmPool {
         });
     }
 
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn fill_once(&self, exec: &Arc<Executor>) {
+        if self.is_stopping() {
+            return;
+        }
         let mut tasks = Vec::new();
         for (image, wanted) in &self.targets {
             let key = exec.orch.pool_key(image);
@@ -142,7 +155,17 @@ impl WarmPool {
                         *c = c.saturating_sub(1);
                     }
                     match started {
-                        Ok(p) => exec.pool.idle().entry(key).or_default().push_back(p),
+                        Ok(p) => {
+                            let mut idle = exec.pool.idle();
+                            // Checked under the lock `drain_names` takes, so
+                            // a runtime is either drained or removed here.
+                            if exec.pool.is_stopping() {
+                                drop(idle);
+                                let _ = exec.orch.remove(&p.container).await;
+                            } else {
+                                idle.entry(key).or_default().push_back(p);
+                            }
+                        }
                         Err(e) => {
                             eprintln!("opr executor: warm pool runtime for {image} failed: {e}")
                         }
@@ -164,7 +187,11 @@ impl WarmPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(work.root.clone());
-        let result = self.start_sandbox(exec, image, &container, &work).await;
+        let mut result = self.start_sandbox(exec, image, &container, &work).await;
+        if result.is_ok() && self.is_stopping() {
+            // Shutdown began while it started: it must not outlive us.
+            result = Err("the executor is shutting down".into());
+        }
         self.starting_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -213,14 +240,10 @@ impl WarmPool {
             .address(container)
             .await
             .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let mut delay = Duration::from_millis(2);
-        while tokio::net::TcpStream::connect(address).await.is_err() {
-            if Instant::now() > deadline {
-                return Err("standby runtime did not open its port within 30 s".into());
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
+        if !crate::readiness::wait_until_serving(address, (Instant::now() + READY_TIMEOUT).into())
+            .await
+        {
+            return Err("standby runtime did not serve within 30 s".into());
         }
         Ok(Pooled {
             container: container.to_string(),
