@@ -373,16 +373,28 @@ pub fn log_file_stem(id: &str) -> String {
 
 /// Reads a log file (capped, with the truncation notice) and deletes it.
 async fn read_log(path: &Path, notice: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let Ok(file) = tokio::fs::File::open(path).await else {
+    use std::io::Read;
+    // Most executions log little or nothing: a failed open of a missing
+    // file, or a read of a few bytes from the page cache, costs
+    // microseconds, less than handing it to the blocking pool. Only a large
+    // file is read there.
+    let Ok(file) = std::fs::File::open(path) else {
         return String::new();
     };
+    let big = file.metadata().map(|m| m.len() > 256 << 10).unwrap_or(true);
     let mut buf = Vec::new();
-    let _ = file
-        .take(MAX_LOG_FILE as u64 + 1)
-        .read_to_end(&mut buf)
-        .await;
-    let _ = tokio::fs::remove_file(path).await;
+    let read = move |file: std::fs::File, mut buf: Vec<u8>| {
+        let _ = file.take(MAX_LOG_FILE as u64 + 1).read_to_end(&mut buf);
+        buf
+    };
+    buf = if big {
+        tokio::task::spawn_blocking(move || read(file, Vec::new()))
+            .await
+            .unwrap_or_default()
+    } else {
+        read(file, std::mem::take(&mut buf))
+    };
+    let _ = std::fs::remove_file(path);
     let truncated = buf.len() > MAX_LOG_FILE;
     buf.truncate(MAX_LOG_FILE);
     let mut text = String::from_utf8_lossy(&buf).into_owned();

@@ -43,7 +43,8 @@ pub async fn wait_until_serving(addr: SocketAddr, deadline: Instant) -> bool {
             return true;
         }
         tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
+        // Capped low: each millisecond of backoff is added to a cold start.
+        delay = (delay * 2).min(Duration::from_millis(5));
     }
 }
 

@@ -22,6 +22,11 @@ use tokio::sync::Notify;
 const POOL_CPUS: f64 = 1.0;
 const POOL_MEMORY_MB: u64 = 512;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after a pool hit its replacement starts.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+/// Standby runtimes started at once: a burst of hits must not turn into a
+/// burst of sandbox starts competing with the functions being served.
+const MAX_CONCURRENT_STARTS: usize = 2;
 
 #[derive(Debug, Clone)]
 struct Pooled {
@@ -42,6 +47,8 @@ pub struct WarmPool {
     /// Work folders of runtimes still starting, kept from the sweep.
     starting_dirs: Mutex<Vec<PathBuf>>,
     refill: Arc<Notify>,
+    /// Bounds standby runtimes starting at once.
+    starts: Arc<tokio::sync::Semaphore>,
     /// Set at shutdown: no new standby runtimes from then on.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -55,6 +62,7 @@ impl WarmPool {
             starting_dirs: Mutex::new(Vec::new()),
             refill: Arc::new(Notify::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            starts: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_STARTS)),
         }
     }
 
@@ -143,8 +151,11 @@ impl WarmPool {
                     .or_default() += 1;
                 let exec = exec.clone();
                 let (image, key) = (image.clone(), key.clone());
+                let starts = self.starts.clone();
                 tasks.push(tokio::spawn(async move {
+                    let permit = starts.acquire_owned().await;
                     let started = exec.pool.start_one(&exec, &image).await;
+                    drop(permit);
                     if let Some(c) = exec
                         .pool
                         .starting
@@ -269,7 +280,13 @@ impl WarmPool {
         }
         let key = exec.orch.pool_key(&req.image);
         let pooled = self.idle().get_mut(&key)?.pop_front()?;
-        self.refill.notify_one();
+        // The replacement starts a moment later, so that it does not compete
+        // for the CPU with this cold start's assignment and first request.
+        let refill = self.refill.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
+            refill.notify_one();
+        });
         if (req.cpus, req.memory) != (POOL_CPUS, POOL_MEMORY_MB)
             && exec
                 .orch
