@@ -8,7 +8,7 @@
 # are not installed here (see README.md).
 set -euo pipefail
 
-packages=(bubblewrap zstd squashfs-tools unzip util-linux bsdutils
+packages=(bubblewrap zstd squashfs-tools unzip util-linux bsdutils git
     python3-venv python3-pip curl)
 
 missing=()

@@ -205,6 +205,7 @@ fn build_job(exec: &Executor, p: &Params) -> Result<crate::builds::BuildJob, Api
         memory: non_negative(p.integer("memory", true, 512)?),
         version: p.whitelist("version", &versions(exec), false, "v5")?,
         restart: RestartPolicy::No,
+        remove_at_once: true,
     };
     if !create.cache_key.is_empty() && !crate::create::valid_cache_key(&create.cache_key) {
         return Err(ApiError::with_message(
@@ -306,6 +307,7 @@ fn create_request(exec: &Executor, p: &Params) -> Result<CreateRequest, ApiError
         memory: non_negative(p.integer("memory", false, 512)?),
         version: p.whitelist("version", &versions(exec), false, "v5")?,
         restart: restart_policy(p)?,
+        remove_at_once: false,
     };
     check_version(&req.version)?;
     Ok(CreateRequest {

@@ -39,6 +39,10 @@ pub struct CreateRequest {
     pub memory: u64,
     pub version: String,
     pub restart: RestartPolicy,
+    /// Remove at once, without the 2 s grace for log-stream readers: for
+    /// jobs of the asynchronous build API, which has its own log endpoint.
+    #[serde(default)]
+    pub remove_at_once: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -209,7 +213,9 @@ impl Executor {
                 });
                 rt.set_phase(Phase::Ready);
                 if req.remove {
-                    tokio::time::sleep(REMOVE_GRACE).await;
+                    if !req.remove_at_once {
+                        tokio::time::sleep(REMOVE_GRACE).await;
+                    }
                     self.discard(&rt, &work.root, None).await;
                 }
                 Ok(CreateResult {
@@ -221,7 +227,7 @@ impl Executor {
                 })
             }
             Err(err) => {
-                if req.remove {
+                if req.remove && !req.remove_at_once {
                     tokio::time::sleep(REMOVE_GRACE).await;
                 }
                 self.discard(&rt, &work.root, Some(err.clone())).await;
@@ -359,6 +365,8 @@ impl Executor {
         let mut warnings = Vec::new();
         if let Some(artifact) = artifact {
             if tokio::fs::try_exists(artifact).await.unwrap_or(false) {
+                // A restore is a use: the LRU clock is the file's mtime.
+                crate::cache::touch(artifact);
                 if let Err(e) =
                     storage::copy_atomically(artifact, &work.cache().join("stores.sqfs")).await
                 {
@@ -395,6 +403,12 @@ impl Executor {
                         "[build cache] Warning: Failed to store cache artifact: {e}"
                     )));
                 }
+                // Keep the cache under its cap, least recently used first.
+                let (root, cap) = (
+                    self.cfg.build_cache_dir.clone(),
+                    self.cfg.build_cache_max_bytes,
+                );
+                let _ = tokio::task::spawn_blocking(move || crate::cache::evict(&root, cap)).await;
             }
         }
         match outcome {
