@@ -122,6 +122,11 @@ impl Executor {
             .map(|(k, v)| (sanitize_name(k), v.clone()))
             .filter(|(k, _)| !k.is_empty())
             .collect();
+        // The names of the caller's own variables, so a build can tell
+        // them from what the executor adds (upstream's build keys).
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        let build_keys = keys.join(",");
+        env.insert("OPEN_RUNTIMES_BUILD_KEYS".into(), build_keys);
         env.insert("OPEN_RUNTIMES_SECRET".into(), secret.to_string());
         env.insert("OPEN_RUNTIMES_ENTRYPOINT".into(), req.entrypoint.clone());
         env.insert("OPEN_RUNTIMES_HOSTNAME".into(), self.cfg.hostname.clone());
@@ -452,6 +457,75 @@ mod tests {
         assert!(!valid_cache_key("a/b"));
         assert!(!valid_cache_key(&"a".repeat(129)));
         assert!(valid_cache_key(&"a".repeat(128)));
+    }
+
+    #[tokio::test]
+    async fn build_keys_name_only_the_callers_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: BTreeMap<String, String> = [(
+            "OPR_EXECUTOR_WORK_DIR".to_string(),
+            dir.path().display().to_string(),
+        )]
+        .into();
+        let cfg = crate::config::from_env(&env);
+        let orch = std::sync::Arc::new(NoBackend);
+        let exec = Executor::start(cfg, orch).await.expect("start");
+        let req = CreateRequest {
+            variables: [
+                ("TEST_VAR".to_string(), "x".to_string()),
+                ("B$AD".to_string(), "y".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let e = exec.runtime_env(&req, "secret");
+        assert_eq!(e["OPEN_RUNTIMES_BUILD_KEYS"], "BAD,TEST_VAR");
+        assert_eq!(e["OPEN_RUNTIMES_SECRET"], "secret");
+        assert_eq!(e["CI"], "true");
+    }
+
+    /// A backend with nothing in it, for tests of the executor's own logic.
+    struct NoBackend;
+
+    #[async_trait::async_trait]
+    impl opr_orchestrator::Orchestrator for NoBackend {
+        fn kind(&self) -> &'static str {
+            "none"
+        }
+        async fn ensure_image(&self, _: &str) -> opr_orchestrator::Result<()> {
+            Ok(())
+        }
+        async fn run(&self, _: &RuntimeSpec) -> opr_orchestrator::Result<()> {
+            Ok(())
+        }
+        async fn execute(
+            &self,
+            _: &str,
+            _: &[String],
+            _: &[(String, String)],
+            _: Option<Duration>,
+        ) -> opr_orchestrator::Result<opr_orchestrator::ExecOutcome> {
+            Err(OrchestratorError::Failed("none".into()))
+        }
+        async fn remove(&self, n: &str) -> opr_orchestrator::Result<()> {
+            Err(OrchestratorError::NotFound(n.into()))
+        }
+        async fn list(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> opr_orchestrator::Result<Vec<opr_orchestrator::RuntimeInfo>> {
+            Ok(Vec::new())
+        }
+        async fn address(&self, n: &str) -> opr_orchestrator::Result<std::net::SocketAddr> {
+            Err(OrchestratorError::NotFound(n.into()))
+        }
+        async fn stats(&self) -> opr_orchestrator::Result<Vec<opr_orchestrator::RuntimeStats>> {
+            Ok(Vec::new())
+        }
+        async fn logs(&self, _: &str, _: usize) -> opr_orchestrator::Result<String> {
+            Ok(String::new())
+        }
     }
 
     #[test]
