@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("manifest dir"))
         .join("../../runtimes");
+    // runtimes/<language>/helpers link to the shared helpers.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("common/helpers").display()
+    );
     let mut code = String::from("pub const RUNTIME_FILES: &[(&str, &str, &[u8], bool)] = &[\n");
     for lang in ["node", "python"] {
         for sub in ["helpers", "hooks", "src", "example"] {

@@ -202,12 +202,18 @@ mod tests {
     async fn cancelling_a_running_job_stops_it_and_keeps_it_cancelled() {
         let (_d, q, r) = queue(1, 0).await;
         let job = q.submit(json!({})).await.expect("submit");
-        // Wait until the worker holds it (bounded).
+        // Wait until the only worker holds it (bounded).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while r.runs.load(Ordering::SeqCst) == 0 {
             assert!(std::time::Instant::now() < deadline, "job never started");
             tokio::task::yield_now().await;
         }
+        // The worker is busy, so this one stays queued until cancelled.
+        let queued = q.submit(json!({})).await.expect("submit");
+        assert_eq!(
+            q.cancel(&queued.id).await.expect("cancel"),
+            Some(JobState::Queued)
+        );
         assert_eq!(
             q.cancel(&job.id).await.expect("cancel"),
             Some(JobState::Running)
@@ -218,10 +224,12 @@ mod tests {
             .expect("wait")
             .expect("job");
         assert_eq!(done.state, JobState::Cancelled);
-        let queued = q.submit(json!({})).await.expect("submit");
+        let never = q.get(&queued.id).await.expect("get").expect("job");
+        assert_eq!((never.state, never.attempts), (JobState::Cancelled, 0));
         assert_eq!(
-            q.cancel(&queued.id).await.expect("cancel"),
-            Some(JobState::Queued)
+            r.runs.load(Ordering::SeqCst),
+            1,
+            "the cancelled queued job never ran"
         );
     }
 }
