@@ -116,6 +116,7 @@ pub struct ExecutorBuilder {
     secret: String,
     hostname: String,
     work_dir: Option<PathBuf>,
+    backend: Option<String>,
 }
 
 pub fn executor() -> ExecutorBuilder {
@@ -124,6 +125,7 @@ pub fn executor() -> ExecutorBuilder {
         secret: format!("secret-{}", random_hex(24)),
         hostname: format!("t-{}", random_hex(8)),
         work_dir: None,
+        backend: None,
     }
 }
 
@@ -140,6 +142,12 @@ impl ExecutorBuilder {
 
     pub fn hostname(mut self, hostname: &str) -> Self {
         self.hostname = hostname.to_string();
+        self
+    }
+
+    /// `--backend` (default: the process backend).
+    pub fn backend(mut self, backend: &str) -> Self {
+        self.backend = Some(backend.to_string());
         self
     }
 
@@ -165,6 +173,9 @@ impl ExecutorBuilder {
         let canary = format!("canary-{}", random_hex(16));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_opr"));
         cmd.arg("executor").arg("--listen").arg("127.0.0.1:0");
+        if let Some(b) = &self.backend {
+            cmd.arg("--backend").arg(b);
+        }
         // The machine's environment may carry settings of its own.
         for (k, _) in std::env::vars() {
             if k.starts_with("OPR_") || k == "NODE_EXTRA_CA_CERTS" || k == "NODE_OPTIONS" {
