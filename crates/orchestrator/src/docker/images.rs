@@ -5,6 +5,38 @@
 /// debootstrap, imported (no registry can be pulled from).
 pub const BASE_IMAGE: &str = "opr/base:bookworm";
 
+/// The image must exist on this engine already: nothing can be pulled here
+/// (`opr images build` makes the images and their Open Runtimes names).
+/// Known images are remembered, so a cold start inspects at most once.
+pub async fn ensure_local(
+    docker: &bollard::Docker,
+    known: &std::sync::Mutex<std::collections::HashSet<String>>,
+    image: &str,
+) -> crate::Result<()> {
+    let is_known = |k: &std::sync::Mutex<std::collections::HashSet<String>>| {
+        k.lock().unwrap_or_else(|p| p.into_inner()).contains(image)
+    };
+    if is_known(known) {
+        return Ok(());
+    }
+    match docker.inspect_image(image).await {
+        Ok(_) => {
+            known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(image.to_owned());
+            Ok(())
+        }
+        Err(e) if super::client::status_of(&e) == Some(404) => {
+            Err(crate::OrchestratorError::MissingImage(image.to_owned()))
+        }
+        Err(e) => Err(super::client::api_failed(
+            &format!("inspect image {image}"),
+            &e,
+        )),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeImage {
     /// The folder under `runtimes/` and the `opr-runtime` language.

@@ -281,19 +281,7 @@ impl Orchestrator for SwarmBackend {
 
     /// The image must be on this node already (`opr images build`).
     async fn ensure_image(&self, image: &str) -> Result<()> {
-        if lock(&self.images).contains(image) {
-            return Ok(());
-        }
-        match self.docker.inspect_image(image).await {
-            Ok(_) => {
-                lock(&self.images).insert(image.to_owned());
-                Ok(())
-            }
-            Err(e) if status_of(&e) == Some(404) => {
-                Err(OrchestratorError::MissingImage(image.to_owned()))
-            }
-            Err(e) => Err(api_failed(&format!("inspect image {image}"), &e)),
-        }
+        images::ensure_local(&self.docker, &self.images, image).await
     }
 
     async fn run(&self, spec: &RuntimeSpec) -> Result<()> {
