@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+mod engine;
+use engine::{require_engine, unique};
 
 const NODE_IMAGE: &str = "opr/node:latest";
 const PYTHON_IMAGE: &str = "opr/python:latest";
@@ -26,37 +28,6 @@ struct Fixture {
     backend: DockerBackend,
     /// Label value shared by this fixture's runtimes.
     executor: String,
-}
-
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!(
-        "{prefix}-{}-{:x}{:x}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The engine must answer: `docker info` first, for a message that says
-/// what is wrong.
-fn require_engine() {
-    let out = std::process::Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "no Docker engine answers (`docker info` failed: {}): start dockerd \
-             (CI: .ci/run does), then run `opr images build`",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => panic!("the docker CLI cannot run ({e}): apt-get install docker.io"),
-    }
 }
 
 async fn fixture() -> Fixture {

@@ -68,11 +68,11 @@ impl DockerConfig {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn failed(msg: impl Into<String>) -> OrchestratorError {
+pub(crate) fn failed(msg: impl Into<String>) -> OrchestratorError {
     OrchestratorError::Failed(msg.into())
 }
 

@@ -10,7 +10,7 @@
 pub mod service;
 
 use crate::docker::client::{self, api_failed, status_of};
-use crate::docker::{create, exec, images, logs, stats};
+use crate::docker::{create, exec, failed, images, lock, logs, stats};
 use crate::{
     ExecOutcome, Orchestrator, OrchestratorError, Result, RuntimeInfo, RuntimeSpec, RuntimeStats,
 };
@@ -24,7 +24,7 @@ use bollard::Docker;
 use service::SERVICE_NAME_LABEL;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Attempts at a service whose published port turned out taken.
@@ -60,14 +60,6 @@ impl SwarmConfig {
             request_timeout: Duration::from_secs(120),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn failed(msg: impl Into<String>) -> OrchestratorError {
-    OrchestratorError::Failed(msg.into())
 }
 
 pub struct SwarmBackend {
