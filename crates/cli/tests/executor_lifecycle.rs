@@ -97,6 +97,12 @@ fn warm_pool_makes_cold_starts_faster() {
         with.as_secs_f64() < without.as_secs_f64() * 0.8,
         "warm pool cold start {with:?} is not clearly faster than {without:?}"
     );
+    // The health report shows the pool per configured image.
+    wait_for_pool(&pooled);
+    let pool = pooled.get("/v1/health").json()["pool"].clone();
+    assert_eq!(pool[NODE_IMAGE]["wanted"], 1, "{pool}");
+    assert_eq!(pool[NODE_IMAGE]["ready"], 1, "{pool}");
+    assert_eq!(pool.as_object().map(|o| o.len()), Some(1), "{pool}");
     // A pooled runtime behaves like any other: logs, env, warm calls.
     let mut body = pkg.exec("/env");
     body["variables"] = json!({ "POOL_VAR": "assigned" });

@@ -563,7 +563,14 @@ async fn health(exec: &Executor) -> Value {
         runtimes.insert(id, json!({ "status": "pass", "usage": usage }));
     }
     let usage = *exec.cpu_usage.lock().unwrap_or_else(|p| p.into_inner());
-    json!({ "status": "pass", "usage": usage, "runtimes": runtimes })
+    let mut pool = serde_json::Map::new();
+    for (image, ready, starting, wanted) in exec.pool.report(exec) {
+        pool.insert(
+            image,
+            json!({ "ready": ready, "starting": starting, "wanted": wanted }),
+        );
+    }
+    json!({ "status": "pass", "usage": usage, "runtimes": runtimes, "pool": pool })
 }
 
 fn headers_json(result: &ExecResult, lists: bool) -> Value {

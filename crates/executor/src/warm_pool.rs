@@ -102,6 +102,25 @@ impl WarmPool {
         self.idle().get(key).map_or(0, VecDeque::len)
     }
 
+    /// Per configured image: runtimes ready, starting, and wanted (the
+    /// health report shows it so operators and tests can see the pool).
+    pub fn report(&self, exec: &Executor) -> Vec<(String, usize, usize, usize)> {
+        self.targets
+            .iter()
+            .map(|(image, wanted)| {
+                let key = exec.orch.pool_key(image);
+                let starting = self
+                    .starting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(0);
+                (image.clone(), self.ready_count(&key), starting, *wanted)
+            })
+            .collect()
+    }
+
     pub fn start_refill(exec: &Arc<Executor>) {
         if exec.pool.targets.is_empty() {
             return;
