@@ -13,7 +13,7 @@ fn idle(id: &str) -> Value {
     json!({ "runtimeId": id, "image": NODE_IMAGE })
 }
 
-#[test]
+on_backends!(health_needs_no_auth_and_reports_pass);
 fn health_needs_no_auth_and_reports_pass() {
     let ex = executor().start();
     for auth in [Auth::None, Auth::Token("wrong"), Auth::Secret] {
@@ -52,7 +52,7 @@ fn health_needs_no_auth_and_reports_pass() {
     assert_eq!(body["runtimes"][&id]["status"], "pass", "{body}");
 }
 
-#[test]
+on_backends!(missing_wrong_or_zero_token_is_401);
 fn missing_wrong_or_zero_token_is_401() {
     let ex = executor().start();
     let routes: [(reqwest::Method, String); 7] = [
@@ -87,7 +87,7 @@ fn missing_wrong_or_zero_token_is_401() {
     ex.get("/v1/runtimes").expect_status(200);
 }
 
-#[test]
+on_backends!(empty_secret_fails_closed);
 fn empty_secret_fails_closed() {
     let ex = executor().secret("").start();
     for auth in [
@@ -107,7 +107,7 @@ fn empty_secret_fails_closed() {
         .expect_status(200);
 }
 
-#[test]
+on_backends!(unknown_routes_are_404_without_auth);
 fn unknown_routes_are_404_without_auth() {
     let ex = executor().start();
     for (method, path) in [
@@ -125,7 +125,7 @@ fn unknown_routes_are_404_without_auth() {
     }
 }
 
-#[test]
+on_backends!(error_bodies_carry_details_only_in_development);
 fn error_bodies_carry_details_only_in_development() {
     let dev = executor().env("OPR_EXECUTOR_VERSION", "9.8.7-test").start();
     let body = dev
@@ -162,7 +162,7 @@ fn error_bodies_carry_details_only_in_development() {
     assert_eq!(body["message"], "Not Found");
 }
 
-#[test]
+on_backends!(missing_required_parameters);
 fn missing_required_parameters() {
     let ex = executor().start();
     for (body, name) in [
@@ -197,7 +197,7 @@ fn missing_required_parameters() {
     assert!(ex.list().is_empty());
 }
 
-#[test]
+on_backends!(invalid_parameters_are_400_with_the_parameter_named);
 fn invalid_parameters_are_400_with_the_parameter_named() {
     let ex = executor().start();
     let base = idle("valid-id");
@@ -262,7 +262,7 @@ fn invalid_parameters_are_400_with_the_parameter_named() {
     );
 }
 
-#[test]
+on_backends!(execution_validation_comes_before_the_404);
 fn execution_validation_comes_before_the_404() {
     let ex = executor().start();
     let id = unique_id("unknown");
@@ -307,7 +307,7 @@ fn execution_validation_comes_before_the_404() {
     assert!(ex.list().is_empty());
 }
 
-#[test]
+on_backends!(invalid_cache_key_is_rejected_before_anything_else);
 fn invalid_cache_key_is_rejected_before_anything_else() {
     let ex = executor().start();
     for key in [
@@ -347,7 +347,7 @@ fn invalid_cache_key_is_rejected_before_anything_else() {
     );
 }
 
-#[test]
+on_backends!(runtime_object_fields_and_types);
 fn runtime_object_fields_and_types() {
     let ex = executor().start();
     let id = unique_id("obj");
@@ -442,7 +442,7 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-#[test]
+on_backends!(list_order_get_delete);
 fn list_order_get_delete() {
     let ex = executor().start();
     assert!(ex.list().is_empty());
@@ -477,7 +477,7 @@ fn list_order_get_delete() {
     );
 }
 
-#[test]
+on_backends!(conflicts_pending_and_default_message);
 fn conflicts_pending_and_default_message() {
     let ex = executor().start();
     let id = unique_id("conflict");
@@ -505,7 +505,7 @@ fn conflicts_pending_and_default_message() {
     assert_eq!(ex.runtime(&id).expect("kept")["initialised"], 1);
 }
 
-#[test]
+on_backends!(commands_output_failure_timeout_and_auth);
 fn commands_output_failure_timeout_and_auth() {
     let ex = executor().start();
     let id = unique_id("cmd");
@@ -572,7 +572,7 @@ fn commands_output_failure_timeout_and_auth() {
     );
 }
 
-#[test]
+on_backends!(max_runtimes_limit_gives_a_clear_error);
 fn max_runtimes_limit_gives_a_clear_error() {
     let ex = executor().env("OPR_EXECUTOR_MAX_RUNTIMES", "1").start();
     let a = unique_id("a");
@@ -601,7 +601,7 @@ fn max_runtimes_limit_gives_a_clear_error() {
     ex.create(&idle(&b)).expect_status(201);
 }
 
-#[test]
+on_backends!(every_response_names_the_server);
 fn every_response_names_the_server() {
     let ex = executor().start();
     let id = unique_id("srv");
@@ -635,7 +635,7 @@ fn every_response_names_the_server() {
     }
 }
 
-#[test]
+on_backends!(token_is_the_second_word_of_the_header);
 fn token_is_the_second_word_of_the_header() {
     let ex = executor().start();
     for (header, ok) in [
@@ -660,7 +660,7 @@ fn token_is_the_second_word_of_the_header() {
     }
 }
 
-#[test]
+on_backends!(executions_wait_for_a_pending_runtime);
 fn executions_wait_for_a_pending_runtime() {
     let ex = executor().start();
     // Budget spent while the runtime is still being created.
@@ -703,7 +703,7 @@ fn executions_wait_for_a_pending_runtime() {
     });
 }
 
-#[test]
+on_backends!(log_stream_ends_at_its_timeout_and_for_unknown_runtimes);
 fn log_stream_ends_at_its_timeout_and_for_unknown_runtimes() {
     let ex = executor().start();
     let read_all = |path: &str| {

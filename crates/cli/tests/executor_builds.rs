@@ -106,17 +106,17 @@ fn build_once(lang: Lang) {
     assert!(!ex.runtime_dir(&id).exists(), "work folder must be deleted");
 }
 
-#[test]
+on_backends!(node_build_produces_a_package);
 fn node_build_produces_a_package() {
     build_once(Lang::Node);
 }
 
-#[test]
+on_backends!(python_build_produces_a_package);
 fn python_build_produces_a_package() {
     build_once(Lang::Python);
 }
 
-#[test]
+on_backends!(kept_build_runtime_stays_listed);
 fn kept_build_runtime_stays_listed() {
     let ex = executor().start();
     let id = unique_id("kept");
@@ -131,7 +131,7 @@ fn kept_build_runtime_stays_listed() {
     assert!(ex.runtime_dir(&id).is_dir());
 }
 
-#[test]
+on_backends!(failing_build_is_build_failed_and_cleaned_up);
 fn failing_build_is_build_failed_and_cleaned_up() {
     let ex = executor().start();
     for remove in [true, false] {
@@ -168,7 +168,7 @@ fn failing_build_is_build_failed_and_cleaned_up() {
     );
 }
 
-#[test]
+on_backends!(build_timeout_is_runtime_failed);
 fn build_timeout_is_runtime_failed() {
     let ex = executor().start();
     let id = unique_id("slow");
@@ -183,7 +183,7 @@ fn build_timeout_is_runtime_failed() {
     assert!(ex.runtime(&id).is_none());
 }
 
-#[test]
+on_backends!(build_environment_has_limits_ci_and_variables);
 fn build_environment_has_limits_ci_and_variables() {
     let ex = executor().start();
     let body = json!({
@@ -251,7 +251,7 @@ fn big_build(ex: &Executor, count: usize, fail: bool) -> Resp {
     ex.create(&json!({ "runtimeId": unique_id("big"), "image": NODE_IMAGE, "remove": true, "timeout": 120, "command": cmd }))
 }
 
-#[test]
+on_backends!(build_output_is_capped_near_one_megabyte);
 fn build_output_is_capped_near_one_megabyte() {
     let ex = executor().start();
     // ~1.8 MB: at least 1,000,000 bytes, the notice, and not the end.
@@ -290,7 +290,7 @@ fn build_output_is_capped_near_one_megabyte() {
     assert!(!out.contains("Logs truncated"));
 }
 
-#[test]
+on_backends!(failed_build_message_is_capped_near_one_megabyte);
 fn failed_build_message_is_capped_near_one_megabyte() {
     let ex = executor().start();
     let e = big_build(&ex, 18_000, true).expect_error(400, "build_failed");
@@ -352,7 +352,7 @@ fn open_stream(
     })
 }
 
-#[test]
+on_backends!(log_stream_follows_a_build_and_ends_promptly);
 fn log_stream_follows_a_build_and_ends_promptly() {
     let ex = executor().start();
     let id = unique_id("stream");
@@ -417,7 +417,7 @@ fn seconds_of_day(ts: &str) -> f64 {
     h * 3600.0 + m * 60.0 + s
 }
 
-#[test]
+on_backends!(log_stream_of_a_failed_build_ends_promptly);
 fn log_stream_of_a_failed_build_ends_promptly() {
     let ex = executor().start();
     let id = unique_id("streamfail");
@@ -440,7 +440,7 @@ fn log_stream_of_a_failed_build_ends_promptly() {
     );
 }
 
-#[test]
+on_backends!(create_failures_are_reported_and_cleaned_up);
 fn create_failures_are_reported_and_cleaned_up() {
     let ex = executor().start();
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -478,7 +478,7 @@ fn create_failures_are_reported_and_cleaned_up() {
     assert!(ex.list().is_empty());
 }
 
-#[test]
+on_backends!(tar_sources_arrive_as_code_tar);
 fn tar_sources_arrive_as_code_tar() {
     let ex = executor().start();
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -9,18 +9,6 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn require_docker() {
-    let ok = std::process::Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "no Docker engine answers `docker info`: run scripts/setup-tests.sh"
-    );
-}
-
 /// A cold start, a warm call with logs, the runtime listed, then removed.
 fn cold_start_warm_call_and_delete(backend: &str, lang: Lang) {
     require_docker();

@@ -8,7 +8,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-#[test]
+on_backends!(cold_start_then_warm_json_result);
 fn cold_start_then_warm_json_result() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -93,7 +93,7 @@ fn cold_start_then_warm_json_result() {
     assert!(after > before, "updated {before} -> {after}");
 }
 
-#[test]
+on_backends!(python_runtime_executes_and_logs);
 fn python_runtime_executes_and_logs() {
     let ex = executor().start();
     let pkg = package(Lang::Python);
@@ -105,7 +105,7 @@ fn python_runtime_executes_and_logs() {
     assert_eq!(v["errors"], "engine: open-runtimes\n");
 }
 
-#[test]
+on_backends!(logs_and_errors_exact_and_logging_switch);
 fn logs_and_errors_exact_and_logging_switch() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -135,7 +135,7 @@ fn logs_and_errors_exact_and_logging_switch() {
     assert!(left.is_empty(), "log files left behind: {left:?}");
 }
 
-#[test]
+on_backends!(request_details_reach_the_function);
 fn request_details_reach_the_function() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -184,7 +184,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-#[test]
+on_backends!(head_has_no_body);
 fn head_has_no_body() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -209,7 +209,7 @@ fn head_has_no_body() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-#[test]
+on_backends!(response_formats_and_header_lists);
 fn response_formats_and_header_lists() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -284,7 +284,7 @@ fn response_formats_and_header_lists() {
     );
 }
 
-#[test]
+on_backends!(multipart_result_fields_in_order);
 fn multipart_result_fields_in_order() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -362,7 +362,7 @@ fn multipart_result_fields_in_order() {
     );
 }
 
-#[test]
+on_backends!(binary_bodies_need_multipart);
 fn binary_bodies_need_multipart() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -383,9 +383,9 @@ fn binary_bodies_need_multipart() {
     assert_eq!(part(&parts, "body").data, [0xff, 0x00, 0xfe, 0x0a]);
 }
 
+on_backends!(multipart_requests_like_the_main_client);
 /// The main client's multipart request: every falsy scalar as `0`, `true`
 /// as `1`, objects and arrays as JSON parts (executor-api §17).
-#[test]
 fn multipart_requests_like_the_main_client() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -455,7 +455,7 @@ fn multipart_requests_like_the_main_client() {
     assert_eq!(ex.list().len(), 1);
 }
 
-#[test]
+on_backends!(unknown_runtime_without_cold_start_parameters_is_404);
 fn unknown_runtime_without_cold_start_parameters_is_404() {
     let ex = executor().start();
     let e = ex
@@ -472,7 +472,7 @@ fn unknown_runtime_without_cold_start_parameters_is_404() {
     assert!(ex.list().is_empty());
 }
 
-#[test]
+on_backends!(execution_timeout_is_reported_by_the_runtime);
 fn execution_timeout_is_reported_by_the_runtime() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -508,7 +508,7 @@ fn execution_timeout_is_reported_by_the_runtime() {
     assert!(v["duration"].as_f64().expect("duration") >= 1.4, "{v}");
 }
 
-#[test]
+on_backends!(function_environment_has_its_own_secret_only);
 fn function_environment_has_its_own_secret_only() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -556,7 +556,7 @@ fn function_environment_has_its_own_secret_only() {
     assert_eq!(env["MY_VAR"], "from-variables");
 }
 
-#[test]
+on_backends!(execution_logs_are_capped_at_5_mib);
 fn execution_logs_are_capped_at_5_mib() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -585,7 +585,7 @@ fn execution_logs_are_capped_at_5_mib() {
 const KILL_SERVER: &str = "for p in /proc/[0-9]*; do read -r -d '' a0 < $p/cmdline; \
     if [ \"${a0##*/}\" = opr-runtime ]; then kill -9 ${p#/proc/}; fi; done 2>/dev/null; sleep 5";
 
-#[test]
+on_backends!(crashed_server_answers_500_and_restart_policy_brings_it_back);
 fn crashed_server_answers_500_and_restart_policy_brings_it_back() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -638,7 +638,7 @@ fn crashed_server_answers_500_and_restart_policy_brings_it_back() {
     );
 }
 
-#[test]
+on_backends!(cold_start_failures_stay_within_the_budget);
 fn cold_start_failures_stay_within_the_budget() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -679,7 +679,7 @@ fn cold_start_failures_stay_within_the_budget() {
     }
 }
 
-#[test]
+on_backends!(variables_as_json_text_and_long_paths);
 fn variables_as_json_text_and_long_paths() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -720,7 +720,7 @@ fn variables_as_json_text_and_long_paths() {
     );
 }
 
-#[test]
+on_backends!(forwarded_request_headers_follow_the_spec);
 fn forwarded_request_headers_follow_the_spec() {
     let ex = executor().start();
     let pkg = package(Lang::Node);

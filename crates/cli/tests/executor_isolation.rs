@@ -1,6 +1,5 @@
-//! Isolation on the process backend: memory and process limits, file
-//! system and environment separation between runtimes and from the
-//! executor.
+//! Isolation on every backend: memory and process limits, file system and
+//! environment separation between runtimes and from the executor.
 
 mod common;
 
@@ -8,7 +7,7 @@ use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-#[test]
+on_backends!(memory_hog_fails_alone);
 fn memory_hog_fails_alone() {
     let mut ex = executor().start();
     let pkg = package(Lang::Node);
@@ -37,7 +36,7 @@ fn memory_hog_fails_alone() {
     ex.assert_healthy();
 }
 
-#[test]
+on_backends!(fork_loop_hits_the_process_limit);
 fn fork_loop_hits_the_process_limit() {
     let mut ex = executor().start();
     let py = package(Lang::Python);
@@ -61,7 +60,7 @@ fn fork_loop_hits_the_process_limit() {
     );
 }
 
-#[test]
+on_backends!(fork_bomb_is_contained_and_removed_with_its_runtime);
 fn fork_bomb_is_contained_and_removed_with_its_runtime() {
     let mut ex = executor().start();
     let pkg = package(Lang::Node);
@@ -140,7 +139,7 @@ fn processes_with_env(needle: &str) -> Vec<u32> {
     found
 }
 
-#[test]
+on_backends!(runtimes_cannot_see_each_other_or_the_executor);
 fn runtimes_cannot_see_each_other_or_the_executor() {
     let ex = executor().start();
     let pkg = package(Lang::Node);
@@ -295,7 +294,7 @@ fn decode_b64(s: &str) -> Vec<u8> {
     out
 }
 
-#[test]
+on_backends!(function_cannot_modify_the_stored_package);
 fn function_cannot_modify_the_stored_package() {
     let pkg = package(Lang::Node);
     let original = std::fs::read(&pkg.path).expect("package");
@@ -322,7 +321,7 @@ fn function_cannot_modify_the_stored_package() {
     }
 }
 
-#[test]
+on_backends!(pooled_runtime_gets_the_function_memory_limit);
 fn pooled_runtime_gets_the_function_memory_limit() {
     let mut ex = executor()
         .env("OPR_EXECUTOR_WARM_POOL", &format!("{NODE_IMAGE}=1"))

@@ -109,6 +109,63 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Optio
     }
 }
 
+// ---------------------------------------------------------------- backends
+
+thread_local! {
+    /// The backend `executor()` starts on unless a test names one.
+    static BACKEND: std::cell::Cell<&'static str> = const { std::cell::Cell::new("process") };
+}
+
+/// The backend the running test's executors use by default.
+pub fn current_backend() -> &'static str {
+    BACKEND.with(std::cell::Cell::get)
+}
+
+/// Runs `test` with `backend` as the default of `executor()`. Docker and
+/// Swarm need an engine: without one the test fails, never skips.
+pub fn with_backend(backend: &'static str, test: fn()) {
+    if backend != "process" {
+        require_docker();
+    }
+    BACKEND.with(|b| b.set(backend));
+    test();
+}
+
+/// A Docker engine answers, or the test fails.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "no Docker engine answers `docker info`: run scripts/setup-tests.sh"
+    );
+}
+
+/// `on_backends!(name)` makes the plain function `name` a test per backend:
+/// `name::process`, `name::docker`, `name::swarm` (or only those listed, as
+/// in `on_backends!(name: process, docker)`).
+#[macro_export]
+macro_rules! on_backends {
+    ($name:ident) => {
+        $crate::on_backends!($name: process, docker, swarm);
+    };
+    ($name:ident: $($backend:ident),+) => {
+        mod $name {
+            $(
+                #[test]
+                fn $backend() {
+                    $crate::common::with_backend(stringify!($backend), super::$name)
+                }
+            )+
+        }
+    };
+}
+
 // ---------------------------------------------------------------- executor
 
 pub struct ExecutorBuilder {
@@ -125,7 +182,7 @@ pub fn executor() -> ExecutorBuilder {
         secret: format!("secret-{}", random_hex(24)),
         hostname: format!("t-{}", random_hex(8)),
         work_dir: None,
-        backend: None,
+        backend: Some(current_backend().to_string()),
     }
 }
 
@@ -145,7 +202,7 @@ impl ExecutorBuilder {
         self
     }
 
-    /// `--backend` (default: the process backend).
+    /// `--backend` (default: [`current_backend`]).
     pub fn backend(mut self, backend: &str) -> Self {
         self.backend = Some(backend.to_string());
         self
@@ -995,6 +1052,24 @@ pub fn pool_cold_start(ex: &Executor, body: &Value) -> (String, Duration, Value)
         "no cold start was served by the warm pool:\n{}",
         ex.output()
     );
+}
+
+/// How many sandboxes of executor `ex` exist on the current backend:
+/// bubblewrap processes naming its work folder (process), its labelled
+/// containers (docker) or services (swarm).
+pub fn sandboxes_of(ex: &Executor) -> usize {
+    let label = format!("label=openruntimes-executor={}", ex.hostname);
+    let args: &[&str] = match current_backend() {
+        "docker" => &["ps", "-aq", "--filter", &label],
+        "swarm" => &["service", "ls", "-q", "--filter", &label],
+        _ => return processes_with_cmdline(&ex.work_dir.to_string_lossy()).len(),
+    };
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    assert!(out.status.success(), "docker {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 /// Host processes whose command line mentions `needle` (bwrap's command

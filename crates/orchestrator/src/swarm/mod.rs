@@ -21,7 +21,7 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use service::SERVICE_NAME_LABEL;
+use service::{service_name, task_cpus, RUNTIME_NAME_LABEL, SERVICE_NAME_LABEL};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
@@ -73,6 +73,8 @@ pub struct SwarmBackend {
     reserved: Mutex<HashSet<u16>>,
     /// Networks tried: usable (an attachable overlay) or not.
     networks: Mutex<HashMap<String, bool>>,
+    /// CPUs of the node (0: unknown).
+    max_cpus: f64,
     stats: stats::Sampler,
 }
 
@@ -85,6 +87,7 @@ impl SwarmBackend {
             .info()
             .await
             .map_err(|e| api_failed("system info", &e))?;
+        let max_cpus = info.ncpu.map_or(0.0, |n| n as f64);
         let state = info.swarm.and_then(|s| s.local_node_state);
         match state {
             Some(LocalNodeState::ACTIVE) => {}
@@ -117,6 +120,7 @@ impl SwarmBackend {
             ports: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashSet::new()),
             networks: Mutex::new(HashMap::new()),
+            max_cpus,
             stats: stats::Sampler::default(),
         })
     }
@@ -175,7 +179,7 @@ impl SwarmBackend {
     /// failed with `msg`; `Err(None)`: timed out.
     async fn wait_running(&self, name: &str) -> std::result::Result<(), Option<String>> {
         let deadline = Instant::now() + self.config.start_timeout;
-        let filters = HashMap::from([("service", vec![name.to_owned()])]);
+        let filters = HashMap::from([("service", vec![service_name(name)])]);
         let options = ListTasksOptionsBuilder::new().filters(&filters).build();
         let mut pause = Duration::from_millis(5);
         loop {
@@ -214,7 +218,10 @@ impl SwarmBackend {
 
     /// The service's task containers (running first, newest first).
     async fn task_containers(&self, name: &str, all: bool) -> Result<Vec<String>> {
-        let filters = HashMap::from([("label", vec![format!("{SERVICE_NAME_LABEL}={name}")])]);
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{SERVICE_NAME_LABEL}={}", service_name(name))],
+        )]);
         let options = ListContainersOptionsBuilder::new()
             .all(all)
             .filters(&filters)
@@ -236,7 +243,7 @@ impl SwarmBackend {
         if let Some(id) = self.task_containers(name, false).await?.into_iter().next() {
             return Ok(id);
         }
-        match self.docker.inspect_service(name, None).await {
+        match self.docker.inspect_service(&service_name(name), None).await {
             Ok(_) => Err(failed(format!("runtime {name} is not running"))),
             Err(e) if status_of(&e) == Some(404) => {
                 Err(OrchestratorError::NotFound(name.to_owned()))
@@ -246,7 +253,7 @@ impl SwarmBackend {
     }
 
     async fn delete(&self, name: &str) -> std::result::Result<(), bollard::errors::Error> {
-        let r = self.docker.delete_service(name).await;
+        let r = self.docker.delete_service(&service_name(name)).await;
         // The engine stops the tasks in its own time: kill them now so that
         // the runtime is gone when `remove` returns.
         if let Ok(ids) = self.task_containers(name, true).await {
@@ -302,6 +309,7 @@ impl Orchestrator for SwarmBackend {
                     published_port: port,
                     network: network.as_deref(),
                     init: self.config.init,
+                    max_cpus: self.max_cpus,
                 },
             )
             .inspect_err(|_| self.release_port(&spec.name))?;
@@ -384,14 +392,17 @@ impl Orchestrator for SwarmBackend {
             .into_iter()
             .filter_map(|s| {
                 let spec = s.spec?;
+                let mut labels = spec.labels.unwrap_or_default();
+                // Ours, not the caller's: it only carries the name back.
+                let name = labels.remove(RUNTIME_NAME_LABEL).or(spec.name)?;
                 let running = s
                     .service_status
                     .and_then(|st| st.running_tasks)
                     .unwrap_or(0);
                 Some(RuntimeInfo {
-                    name: spec.name?,
+                    name,
                     status: if running > 0 { "running" } else { "exited" }.to_owned(),
-                    labels: spec.labels.unwrap_or_default().into_iter().collect(),
+                    labels: labels.into_iter().collect(),
                 })
             })
             .collect();
@@ -404,12 +415,13 @@ impl Orchestrator for SwarmBackend {
         let port = match known {
             Some(p) => p,
             None => {
-                let s =
-                    self.docker.inspect_service(name, None).await.map_err(|e| {
-                        match status_of(&e) {
-                            Some(404) => OrchestratorError::NotFound(name.to_owned()),
-                            _ => api_failed(&format!("inspect service {name}"), &e),
-                        }
+                let s = self
+                    .docker
+                    .inspect_service(&service_name(name), None)
+                    .await
+                    .map_err(|e| match status_of(&e) {
+                        Some(404) => OrchestratorError::NotFound(name.to_owned()),
+                        _ => api_failed(&format!("inspect service {name}"), &e),
                     })?;
                 let p = s
                     .spec
@@ -427,14 +439,18 @@ impl Orchestrator for SwarmBackend {
     async fn stats(&self) -> Result<Vec<RuntimeStats>> {
         self.stats
             .sample(&self.docker, &self.config.executor_name, |c| {
-                c.labels.as_ref()?.get(SERVICE_NAME_LABEL).cloned()
+                let labels = c.labels.as_ref()?;
+                labels
+                    .get(RUNTIME_NAME_LABEL)
+                    .or_else(|| labels.get(SERVICE_NAME_LABEL))
+                    .cloned()
             })
             .await
     }
 
     async fn logs(&self, name: &str, max_bytes: usize) -> Result<String> {
         let Some(id) = self.task_containers(name, true).await?.into_iter().next() else {
-            return match self.docker.inspect_service(name, None).await {
+            return match self.docker.inspect_service(&service_name(name), None).await {
                 Ok(_) => Ok(String::new()),
                 Err(_) => Err(OrchestratorError::NotFound(name.to_owned())),
             };
@@ -449,7 +465,10 @@ impl Orchestrator for SwarmBackend {
     async fn set_limits(&self, name: &str, cpus: f64, memory_mb: u64) -> Result<()> {
         let id = self.task_container(name).await?;
         self.docker
-            .update_container(&id, create::update_body_nano(cpus, memory_mb))
+            .update_container(
+                &id,
+                create::update_body_nano(task_cpus(cpus, self.max_cpus), memory_mb),
+            )
             .await
             .map_err(|e| api_failed(&format!("update limits of {name}"), &e))
     }

@@ -20,6 +20,14 @@ use bollard::models::{
 /// Label the engine puts on a service's task containers.
 pub const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
 
+/// The runtime's own name, on the service and its task containers: the
+/// service name may differ from it (see [`service_name`]).
+pub const RUNTIME_NAME_LABEL: &str = "opr-runtime-name";
+
+/// Swarm service names are DNS labels: at most 63 characters, letters,
+/// digits, `-` and `_`, starting and ending with a letter or digit.
+const MAX_SERVICE_NAME: usize = 63;
+
 /// A removed task gets this long between SIGTERM and SIGKILL (ns).
 const STOP_GRACE_NS: i64 = 1_000_000_000;
 
@@ -29,6 +37,47 @@ pub struct Options<'a> {
     /// An overlay network to attach, when one is usable.
     pub network: Option<&'a str>,
     pub init: bool,
+    /// CPUs of the node: the engine refuses a task limit above them, where
+    /// a container quota above them is merely never reached.
+    pub max_cpus: f64,
+}
+
+/// The service name of runtime `runtime`: the name itself when Swarm takes
+/// it, else (a 64-character runtime id after the executor's prefix, or
+/// characters Swarm refuses) a readable start plus a hash of the whole name,
+/// so that distinct runtimes keep distinct services. Stable across
+/// executor restarts (FNV-1a, not the std hasher, whose output may change).
+pub fn service_name(runtime: &str) -> String {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let edges_ok = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && s.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
+    };
+    if runtime.len() <= MAX_SERVICE_NAME && runtime.chars().all(valid_char) && edges_ok(runtime) {
+        return runtime.to_owned();
+    }
+    let hash = runtime.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let suffix = format!("-{hash:016x}");
+    let keep = MAX_SERVICE_NAME - suffix.len();
+    let start: String = runtime
+        .chars()
+        .map(|c| if valid_char(c) { c } else { '-' })
+        .take(keep)
+        .collect();
+    let start = start.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let start = if start.is_empty() { "r" } else { start };
+    format!("{start}{suffix}")
+}
+
+/// CPUs for a task limit: at most the node's (see [`Options::max_cpus`]).
+pub fn task_cpus(cpus: f64, max_cpus: f64) -> f64 {
+    if max_cpus > 0.0 {
+        cpus.min(max_cpus)
+    } else {
+        cpus
+    }
 }
 
 pub fn restart_policy(policy: RestartPolicy) -> TaskSpecRestartPolicy {
@@ -67,8 +116,9 @@ pub fn mounts(spec: &RuntimeSpec) -> Result<Vec<Mount>> {
 }
 
 pub fn service_spec(spec: &RuntimeSpec, options: &Options<'_>) -> Result<ServiceSpec> {
-    let labels: std::collections::HashMap<String, String> =
+    let mut labels: std::collections::HashMap<String, String> =
         spec.labels.clone().into_iter().collect();
+    labels.insert(RUNTIME_NAME_LABEL.to_owned(), spec.name.clone());
     let container = TaskSpecContainerSpec {
         image: Some(spec.image.clone()),
         labels: Some(labels.clone()),
@@ -82,7 +132,8 @@ pub fn service_spec(spec: &RuntimeSpec, options: &Options<'_>) -> Result<Service
         ..Default::default()
     };
     let limits = Limit {
-        nano_cpus: cpu_limits(spec.cpus).map(|(quota, period)| quota * 1_000_000_000 / period),
+        nano_cpus: cpu_limits(task_cpus(spec.cpus, options.max_cpus))
+            .map(|(quota, period)| quota * 1_000_000_000 / period),
         memory_bytes: memory_bytes(spec.memory_mb),
         pids: (spec.pids_limit > 0).then(|| i64::try_from(spec.pids_limit).unwrap_or(i64::MAX)),
     };
@@ -93,7 +144,7 @@ pub fn service_spec(spec: &RuntimeSpec, options: &Options<'_>) -> Result<Service
         }]
     });
     Ok(ServiceSpec {
-        name: Some(spec.name.clone()),
+        name: Some(service_name(&spec.name)),
         labels: Some(labels),
         task_template: Some(TaskSpec {
             container_spec: Some(container),
@@ -173,6 +224,7 @@ mod tests {
                 published_port: 40123,
                 network: Some("opr-net"),
                 init: true,
+                max_cpus: 2.0,
             },
         )
         .expect("spec");
@@ -230,6 +282,61 @@ mod tests {
         assert_eq!(
             task.networks.expect("networks")[0].target.as_deref(),
             Some("opr-net")
+        );
+    }
+
+    #[test]
+    fn long_or_odd_runtime_names_get_valid_distinct_service_names() {
+        assert_eq!(service_name("exec1-rt1"), "exec1-rt1");
+        let long_a = format!("t-0123abcd-{}", "a".repeat(64));
+        let long_b = format!("t-0123abcd-{}b", "a".repeat(63));
+        for (name, other) in [
+            (long_a.as_str(), long_b.as_str()),
+            ("exec1-my.func", "exec1-my-func"),
+            ("exec1-end-", "exec1-end"),
+            ("-lead", "lead"),
+        ] {
+            let s = service_name(name);
+            assert!(s.len() <= 63, "{s}");
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{s}"
+            );
+            assert!(s.starts_with(|c: char| c.is_ascii_alphanumeric()), "{s}");
+            assert!(s.ends_with(|c: char| c.is_ascii_alphanumeric()), "{s}");
+            assert_ne!(s, service_name(other), "{name} vs {other}");
+            assert_eq!(s, service_name(name), "stable");
+        }
+        assert!(service_name(&long_a).starts_with("t-0123abcd-aaaa"));
+    }
+
+    #[test]
+    fn task_cpus_are_capped_at_the_node() {
+        assert_eq!(task_cpus(4.0, 2.0), 2.0);
+        assert_eq!(task_cpus(0.5, 2.0), 0.5);
+        assert_eq!(task_cpus(4.0, 0.0), 4.0);
+        let mut big = spec();
+        big.cpus = 8.0;
+        let s = service_spec(
+            &big,
+            &Options {
+                published_port: 1,
+                network: None,
+                init: false,
+                max_cpus: 2.0,
+            },
+        )
+        .expect("spec");
+        let limits = s
+            .task_template
+            .and_then(|t| t.resources)
+            .and_then(|r| r.limits)
+            .expect("limits");
+        assert_eq!(limits.nano_cpus, Some(2_000_000_000));
+        assert_eq!(
+            s.labels.and_then(|l| l.get(RUNTIME_NAME_LABEL).cloned()),
+            Some("exec1-rt1".to_string())
         );
     }
 
