@@ -234,6 +234,91 @@ for lang in "${langs[@]}"; do
     run_start "$log" 'echo "no banner here"'
     check "$lang: no startup= without a banner" bash -c "! grep -q '^startup=' '$t'"
 
+    # --- installed dependencies reused within one cache (lib.sh opr_deps_*)
+    if [[ $lang == python ]]; then
+        deps_dir=runtime-env deps_file=requirements.txt
+    else
+        deps_dir=node_modules deps_file=package.json
+    fi
+    sandbox "$box"
+    fixture "$box/source" "$lang"
+    echo "dep==1" >"$box/source/$deps_file"
+    # A stand-in install step: writes the dependency file into the folder
+    # (the virtualenv for python) and counts its runs outside the build.
+    deps_install='if [ "${OPR_DEPENDENCIES_REUSED:-}" = 1 ]; then echo "step skipped"; else d=${VIRTUAL_ENV:-$PWD/node_modules}; mkdir -p "$d/opr-test" && cp '"$deps_file"' "$d/opr-test/installed.txt" && echo run >>"$OPR_TEST_RUNS"; fi'
+    export OPR_TEST_RUNS=$box/install-runs
+    fresh_build() { # a new container: empty build folder and cache root
+        rm -rf -- "$box/build" "$box/cache-root" "$box/x"
+        run_build "$1" "$2"
+    }
+    unpacked() { # the package's copy of file $1
+        rm -rf -- "$box/x" && mkdir -p "$box/x" && tar -xzf "$box/code/code.tar.gz" -C "$box/x" && cat -- "$box/x/$1"
+    }
+    log=$box/deps-1.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: first build succeeds" test $? -eq 0
+    check "$lang/deps: first build has nothing to reuse" has_progress "$log" "Installed dependencies: none cached yet."
+    check "$lang/deps: first build saves $deps_dir" has_progress_prefix "$log" "Installed dependencies: $deps_dir saved to the build cache."
+    check "$lang/deps: saved after the install step, before packaging" in_order "$log" \
+        "Build command execution finished." "Installed dependencies: $deps_dir saved" "Build packaging started." "Build cache saved"
+    check "$lang/deps: package holds the installed files" test "$(unpacked "$deps_dir/opr-test/installed.txt")" = "dep==1"
+    # Same inputs, edited code: the tree comes back, the step skips itself.
+    echo "// edited" >>"$box/source/$entry"
+    log=$box/deps-2.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: same inputs restore $deps_dir" has_progress "$log" \
+        "Installed dependencies: $deps_dir restored from the build cache (inputs unchanged)."
+    check "$lang/deps: restore happens before the install step" in_order "$log" \
+        "Build cache hit." "Installed dependencies: $deps_dir restored" "Environment preparation finished." "step skipped"
+    check "$lang/deps: install step ran once in two builds" test "$(wc -l <"$OPR_TEST_RUNS")" -eq 1
+    check "$lang/deps: nothing saved when restored unchanged" bash -c "! grep -q 'Installed dependencies: $deps_dir saved' '$log'"
+    check "$lang/deps: package holds the restored files" test "$(unpacked "$deps_dir/opr-test/installed.txt")" = "dep==1"
+    check "$lang/deps: package holds the edited code" has_text "$box/x/$entry" "// edited"
+    if [[ $lang == python ]]; then
+        check "python/deps: restored virtualenv is kept and active" test -f "$box/x/runtime-env/pyvenv.cfg"
+    fi
+    # A changed dependency file: installed again, and the new tree replaces the old.
+    echo "dep==2" >"$box/source/$deps_file"
+    log=$box/deps-3.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: changed $deps_file is named and not reused" has_progress "$log" \
+        "Installed dependencies: not reused, changed: $deps_file."
+    check "$lang/deps: changed $deps_file runs the install step" test "$(wc -l <"$OPR_TEST_RUNS")" -eq 2
+    check "$lang/deps: package holds the new install" test "$(unpacked "$deps_dir/opr-test/installed.txt")" = "dep==2"
+    log=$box/deps-4.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: the new tree is reused next" test "$(unpacked "$deps_dir/opr-test/installed.txt")" = "dep==2"
+    check "$lang/deps: ... without installing" test "$(wc -l <"$OPR_TEST_RUNS")" -eq 2
+    # Another install command is another input.
+    log=$box/deps-5.log
+    fresh_build "$log" "$deps_install # other"
+    check "$lang/deps: a changed command is not reused" has_progress "$log" "Installed dependencies: not reused, changed: command."
+    # Another artifact (another cacheKey) never sees the tree.
+    mv "$box/cache-store/stores.sqfs" "$box/stores-a.sqfs"
+    log=$box/deps-6.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: another artifact has nothing to reuse" has_progress "$log" "Installed dependencies: none cached yet."
+    mv -f "$box/stores-a.sqfs" "$box/cache-store/stores.sqfs"
+    # Opt-out, local references and no cache at all.
+    log=$box/deps-7.log
+    OPR_BUILD_DEPENDENCY_REUSE=disabled fresh_build "$log" "$deps_install"
+    check "$lang/deps: OPR_BUILD_DEPENDENCY_REUSE=disabled" has_progress "$log" \
+        "Installed dependencies: reuse disabled (OPR_BUILD_DEPENDENCY_REUSE)."
+    check "$lang/deps: ... installs" bash -c "! grep -q 'step skipped' '$log'"
+    if [[ $lang == python ]]; then local_ref='-e ./lib'; else local_ref='{"dependencies": {"lib": "file:./lib"}}'; fi
+    printf '%s\n' "$local_ref" >"$box/source/$deps_file"
+    log=$box/deps-8.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: local references turn reuse off" has_progress "$log" \
+        "Installed dependencies: not reused, $deps_file refers to local files."
+    echo "dep==2" >"$box/source/$deps_file"
+    rm -rf "$box/cache-store"
+    log=$box/deps-9.log
+    fresh_build "$log" "$deps_install"
+    check "$lang/deps: without a cache folder the build succeeds" test $? -eq 0
+    check "$lang/deps: ... and says nothing about reuse" bash -c "! grep -q 'Installed dependencies' '$log'"
+    unset OPR_TEST_RUNS
+
     # The remaining builds skip the real build-prepare hook: for python it
     # creates a virtualenv with pip (seconds per build) and is covered above.
     export OPR_HOOKS_DIR=$work/$lang-hooks

@@ -220,19 +220,33 @@ fn store_error(e: opr_build::StoreError) -> ApiError {
 /// again. `npm install` keeps revalidating (without a lockfile a cached
 /// package list could be stale). No audit or funding requests: they cost a
 /// registry round trip per build and change nothing in the package.
+///
+/// When the helpers restored the dependency folder of an earlier build of
+/// this cacheKey made from the same inputs (the dependency files, this
+/// command, the toolchain: `OPR_DEPENDENCIES_REUSED=1`, runtime helpers
+/// lib.sh), the step has nothing to do and says so. `npm ci` would delete
+/// that folder and install it again.
 pub fn default_install(image: &str) -> &'static str {
     match language_of_image(image) {
         Some(ImageLanguage::Node) => concat!(
             "if [ -f package.json ]; then ",
+            "if [ \"${OPR_DEPENDENCIES_REUSED:-}\" = 1 ]; then ",
+            "echo 'Install step skipped: node_modules restored from the build cache, ",
+            "package files unchanged.'; ",
+            "else ",
             "if [ -f package-lock.json ]; then set -- npm ci --prefer-offline; ",
             "else set -- npm install; fi; ",
             "set -- \"$@\" --no-audit --no-fund; ",
-            "echo \"Install step: $*\"; \"$@\"; fi"
+            "echo \"Install step: $*\"; \"$@\"; fi; fi"
         ),
         Some(ImageLanguage::Python) => concat!(
             "if [ -f requirements.txt ]; then ",
+            "if [ \"${OPR_DEPENDENCIES_REUSED:-}\" = 1 ]; then ",
+            "echo 'Install step skipped: runtime-env restored from the build cache, ",
+            "requirements.txt unchanged.'; ",
+            "else ",
             "echo 'Install step: pip install -r requirements.txt'; ",
-            "pip install -r requirements.txt; fi"
+            "pip install -r requirements.txt; fi; fi"
         ),
         None => "",
     }
@@ -437,6 +451,13 @@ mod tests {
     fn default_install_steps_by_language() {
         assert!(default_install("openruntimes/node:v5-22").contains("npm ci"));
         assert!(default_install("python-3.12").contains("pip install -r requirements.txt"));
+        // Both skip themselves when the helpers restored the dependencies.
+        for image in ["openruntimes/node:v5-22", "openruntimes/python:v5-3.12"] {
+            assert!(
+                default_install(image).contains("\"${OPR_DEPENDENCIES_REUSED:-}\" = 1"),
+                "{image}"
+            );
+        }
         assert_eq!(default_install("php-8"), "");
     }
 

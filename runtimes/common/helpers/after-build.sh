@@ -7,6 +7,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 OPR_BUILD_OUTPUT=${OPEN_RUNTIMES_BUILD_OUTPUT_DIR:-/mnt/code}
 
+# The installed dependencies as the install step left them, before compile
+# and pack change the tree (lib.sh; does nothing outside build.sh).
+opr_deps_save
+
 # Hooks run from the server root, as upstream's do.
 cd -- "$OPR_SERVER_DIR" 2>/dev/null || cd -- "$OPR_BUILD_DIR" || exit 1
 if ! opr_run_hook compile; then

@@ -23,6 +23,9 @@ mkdir -p -- "$OPR_BUILD_DIR" || exit 1
 cp -a -- "$OPR_BUILD_INPUT/." "$OPR_BUILD_DIR/" || exit 1
 
 cd -- "$OPR_BUILD_DIR" || exit 1
+# The installed dependencies of an earlier build with the same inputs
+# (lib.sh), before build-prepare so that a restored virtualenv is kept.
+opr_deps_restore
 if ! opr_run_hook build-prepare; then
     opr_log "Error: The build-prepare step failed."
     exit 1

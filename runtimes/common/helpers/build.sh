@@ -7,6 +7,8 @@
 # command there and writes the package back to /mnt/code.
 
 helpers_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# Part of what decides whether installed dependencies can be reused (lib.sh).
+OPR_INSTALL_COMMAND=${1:-}
 
 # Sourced, not run: the environment prepared for the install command must
 # survive into it (see before-build.sh).

@@ -224,6 +224,154 @@ opr_cache_save() {
     return 0
 }
 
+# ---------------------------------------------------------------- installed dependencies
+
+# Reuse of the installed dependency tree (an opr addition to §5.12, see
+# docs/builds.md). The folder an install step fills (OPR_DEPENDENCY_DIR from
+# hooks/runtime.sh: node_modules, runtime-env) is kept inside the cache root,
+# and so inside this cacheKey's artifact, as opr-deps/<dir>.sqfs, next to
+# opr-deps/<dir>.inputs: what produced it. A build whose inputs are the same
+# gets the tree back before its install step; any difference and the install
+# starts from scratch and its tree replaces the stored one.
+
+# Inputs of the stored tree: one line each, never a secret in clear (the
+# command and the variables are hashed).
+opr_sha256() { sha256sum | cut -c1-64; }
+opr_deps_inputs() {
+    local f name
+    printf 'opr-deps 1\n'
+    printf 'language %s\n' "$OPR_RUNTIME_LANGUAGE"
+    printf 'arch %s\n' "$(uname -m)"
+    if declare -F opr_toolchain_version >/dev/null; then
+        opr_toolchain_version 2>&1 | sed 's/^/toolchain /'
+    fi
+    # A virtualenv holds absolute paths into the build folder.
+    printf 'build-dir %s\n' "$OPR_BUILD_DIR"
+    printf 'command %s\n' "$(printf '%s' "$OPR_INSTALL_COMMAND" | opr_sha256)"
+    for f in "${OPR_DEPENDENCY_FILES[@]}"; do
+        if [[ -f $f ]]; then
+            printf 'file %s %s\n' "$f" "$(opr_sha256 <"$f")"
+        else
+            printf 'file %s absent\n' "$f"
+        fi
+    done
+    # Variables the package managers read (NODE_ENV, npm_config_*, PIP_*, ...).
+    while IFS= read -r name; do
+        printf 'env %s %s\n' "$name" "$(printf '%s' "${!name}" | opr_sha256)"
+    done < <(compgen -e | grep -E '^(NODE_|NPM_|npm_config_|YARN_|PNPM_|BUN_|PIP_|PYTHON|UV_|POETRY_)' | LC_ALL=C sort)
+}
+
+# The inputs (fields "kind name") of $2 that differ from $1, comma-separated.
+opr_deps_changed() {
+    LC_ALL=C comm -13 <(LC_ALL=C sort <<<"$1") <(LC_ALL=C sort <<<"$2") |
+        awk '{ k = ($1 == "file" || $1 == "env") ? $2 : $1; if (!(k in seen)) { seen[k]; out = out sep k; sep = ", " } }
+             END { print out }'
+}
+
+# Before the build-prepare hook, in the build folder: restore the stored tree
+# when the inputs are unchanged, and export OPR_DEPENDENCIES_REUSED=1 then
+# (the executor's default install step skips itself on it; any other command
+# runs on top of the restored tree). Sets OPR_DEPS_INPUTS for opr_deps_save.
+# Never fails the build.
+opr_deps_restore() {
+    OPR_DEPENDENCIES_REUSED=0
+    export OPR_DEPENDENCIES_REUSED
+    OPR_DEPS_INPUTS=
+    local dir=${OPR_DEPENDENCY_DIR:-} store f found=0 changed
+    [[ -n $dir && -n ${OPR_INSTALL_COMMAND:-} ]] || return 0
+    # Only where a cache is kept (no cacheKey: no artifact folder).
+    [[ -d $(dirname -- "$OPR_CACHE_ARTIFACT") ]] || return 0
+    for f in "${OPR_DEPENDENCY_FILES[@]}"; do
+        [[ -f $f ]] && found=1
+    done
+    ((found)) || return 0
+    case ${OPR_BUILD_DEPENDENCY_REUSE:-enabled} in
+        disabled | false | 0 | no | off)
+            opr_log "Installed dependencies: reuse disabled (OPR_BUILD_DEPENDENCY_REUSE)."
+            return 0
+            ;;
+    esac
+    if [[ -e $dir || -L $dir ]]; then
+        opr_log "Installed dependencies: not reused, the source contains $dir."
+        return 0
+    fi
+    # Local paths (file:, -e ., -r other.txt) name files the inputs do not
+    # cover: a restored tree could hold an old copy of them.
+    if [[ -n ${OPR_DEPENDENCY_LOCAL_PATTERN:-} ]]; then
+        for f in "${OPR_DEPENDENCY_FILES[@]}"; do
+            if [[ -f $f ]] && grep -qE -- "$OPR_DEPENDENCY_LOCAL_PATTERN" "$f"; then
+                opr_log "Installed dependencies: not reused, $f refers to local files."
+                return 0
+            fi
+        done
+    fi
+    OPR_DEPS_INPUTS=$(opr_deps_inputs) || {
+        OPR_DEPS_INPUTS=
+        return 0
+    }
+    store=$OPR_CACHE_ROOT/opr-deps
+    if [[ ! -f $store/$dir.sqfs || ! -f $store/$dir.inputs ]]; then
+        opr_log "Installed dependencies: none cached yet."
+        return 0
+    fi
+    if [[ $(<"$store/$dir.inputs") != "$OPR_DEPS_INPUTS" ]]; then
+        changed=$(opr_deps_changed "$(<"$store/$dir.inputs")" "$OPR_DEPS_INPUTS")
+        opr_log "Installed dependencies: not reused, changed: ${changed:-inputs}."
+        return 0
+    fi
+    if opr_extract "$store/$dir.sqfs" "$dir" >/dev/null 2>&1; then
+        OPR_DEPENDENCIES_REUSED=1
+        opr_log "Installed dependencies: $dir restored from the build cache (inputs unchanged)."
+    else
+        rm -rf -- "$dir"
+        opr_log "Installed dependencies: not reused, could not restore $dir."
+    fi
+    return 0
+}
+
+# After a successful install step, before the compile and pack hooks change
+# the tree: store it with its inputs, unless it was restored unchanged.
+# Bounded like the cache save. Never fails the build.
+opr_deps_save() {
+    local dir=${OPR_DEPENDENCY_DIR:-} store tmp size max timeout_cmd=()
+    [[ -n ${OPR_DEPS_INPUTS:-} && ${OPR_DEPENDENCIES_REUSED:-0} != 1 ]] || return 0
+    [[ -d $OPR_BUILD_DIR/$dir ]] || return 0
+    command -v mksquashfs >/dev/null || return 0
+    local secs=${OPEN_RUNTIMES_BUILD_CACHE_SAVE_TIMEOUT_SECONDS:-}
+    if [[ $secs =~ ^[0-9]+$ ]] && ((secs > 0)); then
+        timeout_cmd=(timeout "$secs")
+    fi
+    store=$OPR_CACHE_ROOT/opr-deps
+    if ! mkdir -p -- "$store" 2>/dev/null || ! tmp=$(mktemp "$store/.$dir.XXXXXX" 2>/dev/null); then
+        opr_log "Installed dependencies: not saved, cannot write to $store."
+        return 0
+    fi
+    if ! "${timeout_cmd[@]}" mksquashfs "$OPR_BUILD_DIR/$dir" "$tmp" -comp lz4 -b 1M \
+        -noappend -no-progress -no-xattrs -mkfs-time 0 >/dev/null 2>&1; then
+        rm -f -- "$tmp"
+        opr_log "Installed dependencies: not saved, packing $dir failed or timed out."
+        return 0
+    fi
+    size=$(stat -c %s -- "$tmp")
+    max=${OPEN_RUNTIMES_BUILD_CACHE_MAX_SIZE_BYTES:-}
+    if [[ $max =~ ^[0-9]+$ ]] && ((max > 0 && size > max)); then
+        rm -f -- "$tmp"
+        opr_log "Installed dependencies: not saved, $size bytes exceeds the limit of $max bytes."
+        return 0
+    fi
+    # The inputs go last: a tree never sits next to inputs it was not made from.
+    rm -f -- "$store/$dir.inputs"
+    if mv -f -- "$tmp" "$store/$dir.sqfs" &&
+        printf '%s\n' "$OPR_DEPS_INPUTS" >"$store/.$dir.inputs" &&
+        mv -f -- "$store/.$dir.inputs" "$store/$dir.inputs"; then
+        opr_log "Installed dependencies: $dir saved to the build cache. ($size bytes)"
+    else
+        rm -f -- "$tmp" "$store/.$dir.inputs"
+        opr_log "Installed dependencies: not saved, cannot write $store."
+    fi
+    return 0
+}
+
 # ---------------------------------------------------------------- packaging
 
 # The compression actually used for packaged tree $1 (§5.10): resolves auto,

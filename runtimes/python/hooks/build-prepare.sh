@@ -11,7 +11,11 @@
 opr_python=/usr/bin/python3
 [[ -x $opr_python ]] || opr_python=python3
 
-if "$opr_python" -m pip --version >/dev/null 2>&1; then
+if [[ ${OPR_DEPENDENCIES_REUSED:-} == 1 && -f runtime-env/pyvenv.cfg && -x runtime-env/bin/python ]]; then
+    # Restored from the build cache with the same inputs (helpers/lib.sh,
+    # opr_deps_restore): the virtualenv made by that build, pip shims too.
+    :
+elif "$opr_python" -m pip --version >/dev/null 2>&1; then
     # No pip inside the package: `pip` is a shim that drives the system's
     # pip against this venv (pip >= 22.3 `--python`). A venv with pip is
     # ~10 MB and hundreds of files that every cold start would unpack.
