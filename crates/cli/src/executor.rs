@@ -26,16 +26,14 @@ pub struct ExecutorArgs {
 
 /// The embedded default: sandboxed processes, with `opr` itself mounted as
 /// the runtime server.
-pub fn process_backend(
-    work_dir: &std::path::Path,
-    hostname: &str,
-) -> anyhow::Result<Arc<dyn Orchestrator>> {
-    let config = ProcessConfig::new(
-        work_dir.join(".process"),
+pub fn process_backend(cfg: &config::ExecutorConfig) -> anyhow::Result<Arc<dyn Orchestrator>> {
+    let mut config = ProcessConfig::new(
+        cfg.work_dir.join(".process"),
         crate::runtime_files::runtimes_dir()?,
         std::env::current_exe()?,
-        hostname,
+        &cfg.hostname,
     );
+    config.build_tmpfs_bytes = cfg.build_tmpfs_mb.saturating_mul(1 << 20);
     Ok(Arc::new(ProcessBackend::new(config)?))
 }
 
@@ -55,7 +53,7 @@ pub fn main(args: ExecutorArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let orch: Arc<dyn Orchestrator> = match args.backend.as_str() {
-            "process" => process_backend(&cfg.work_dir, &cfg.hostname)?,
+            "process" => process_backend(&cfg)?,
             "docker" => Arc::new(
                 opr_orchestrator::docker::DockerBackend::connect(
                     opr_orchestrator::docker::DockerConfig::new(&cfg.hostname),

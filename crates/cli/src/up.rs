@@ -64,7 +64,7 @@ pub fn main(args: UpArgs) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let runtimes_dir = crate::runtime_files::runtimes_dir()?;
-        let orch = crate::executor::process_backend(&work_dir, &cfg.hostname)?;
+        let orch = crate::executor::process_backend(&cfg)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("cannot listen on {} (another opr up running? use --listen)", cfg.listen))?;

@@ -37,6 +37,10 @@ pub struct ExecutorConfig {
     pub build_db: PathBuf,
     /// Size cap of the build cache; least recently used artifacts go first.
     pub build_cache_max_bytes: u64,
+    /// Process backend: the build folder (`/usr/local/build`) of each
+    /// runtime is a tmpfs of this many MiB; 0 keeps it on disk
+    /// (docs/builds.md).
+    pub build_tmpfs_mb: u64,
 }
 
 /// Reads the environment. Unknown or malformed values fall back to the
@@ -102,6 +106,7 @@ pub fn from_env(env: &BTreeMap<String, String>) -> ExecutorConfig {
             .map(PathBuf::from)
             .unwrap_or_else(|| work_dir.join("builds.db")),
         build_cache_max_bytes: secs("OPR_EXECUTOR_BUILD_CACHE_MAX_BYTES", 2 << 30),
+        build_tmpfs_mb: secs("OPR_EXECUTOR_BUILD_TMPFS_MB", 1024),
     }
 }
 

@@ -19,6 +19,7 @@ opr_log "Build command execution started."
 ( cd -- "$OPR_BUILD_DIR" && bash -c "${1:-}" )
 status=$?
 if ((status != 0)); then
+    opr_build_dir_explain "$status"
     exit "$status"
 fi
 opr_log "Build command execution finished."

@@ -372,6 +372,24 @@ opr_deps_save() {
     return 0
 }
 
+# After a failed install command with status $1: when the build folder is
+# in memory (a size-bounded tmpfs, as opr's process backend makes it) and
+# full, or the command was killed, say so; "No space left on device" alone
+# does not tell that the limit is the folder's.
+opr_build_dir_explain() {
+    local status=$1 type blocks avail bsize size_mib used_mib
+    read -r type blocks avail bsize < <(stat -f -c '%T %b %a %S' -- "$OPR_BUILD_DIR" 2>/dev/null) || return 0
+    [[ $type == tmpfs && $blocks =~ ^[0-9]+$ && $avail =~ ^[0-9]+$ && $bsize =~ ^[0-9]+$ ]] || return 0
+    size_mib=$((blocks * bsize / 1048576))
+    used_mib=$(((blocks - avail) * bsize / 1048576))
+    if ((avail * bsize < 1048576)); then
+        opr_log "Error: the build folder $OPR_BUILD_DIR is full: it is held in memory, at most $size_mib MiB (opr executor: OPR_EXECUTOR_BUILD_TMPFS_MB; 0 builds on disk)."
+    elif ((status == 137)); then
+        opr_log "Error: the install command was killed, probably out of memory: the build folder $OPR_BUILD_DIR is held in memory and uses $used_mib MiB of the build's memory limit (opr executor: OPR_EXECUTOR_BUILD_TMPFS_MB=0 builds on disk)."
+    fi
+    return 0
+}
+
 # ---------------------------------------------------------------- packaging
 
 # The compression actually used for packaged tree $1 (§5.10): resolves auto,

@@ -66,6 +66,13 @@ pub struct ProcessConfig {
     /// Folder for runtime cgroups, relative to each hierarchy's root.
     /// Default: `<executor's own cgroup>/opr` on v1, `/opr` on v2.
     pub cgroup_parent: Option<String>,
+    /// When non-zero, each runtime's build folder (`/usr/local/build`) is a
+    /// tmpfs of at most this many bytes instead of a folder on disk: an
+    /// install writes thousands of small files there, which costs far less
+    /// in memory, and the folder is thrown away with the runtime. Its pages
+    /// count against the runtime's memory limit. 0 (the default here) keeps
+    /// it on disk; also when the mount is refused (not root).
+    pub build_tmpfs_bytes: u64,
 }
 
 impl ProcessConfig {
@@ -82,6 +89,7 @@ impl ProcessConfig {
             executor_name: executor_name.into(),
             require_limits: true,
             cgroup_parent: None,
+            build_tmpfs_bytes: 0,
         }
     }
 }
@@ -303,6 +311,11 @@ impl Inner {
             .state
             .create_runtime_dirs(name, &[FUNCTION_DIR, BUILD_DIR, CACHE_DIR, TELEMETRY_DIR])
             .map_err(|e| failed(format!("cannot create state folder for {name}: {e}")))?;
+        if self.config.build_tmpfs_bytes > 0 {
+            if let Err(e) = mount_tmpfs(&dir.join(BUILD_DIR), self.config.build_tmpfs_bytes) {
+                tracing::warn!(runtime = %name, "build folder stays on disk: cannot mount a tmpfs: {e}");
+            }
+        }
         // Docker creates missing bind sources; so do we.
         let m = &spec.mounts;
         for p in [&m.tmp, &m.code, &m.logs, &m.logging]
@@ -400,6 +413,31 @@ impl Inner {
         }
         lock(&self.runtimes).remove(&name);
         self.ports.release(port);
+    }
+}
+
+/// Mounts a tmpfs of at most `bytes` on `dir` (an empty folder), world
+/// readable like the image folder it stands for. [`StateDir::remove`]
+/// detaches it again.
+fn mount_tmpfs(dir: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let options = std::ffi::CString::new(format!("size={bytes},mode=0755"))?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call.
+    let rc = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

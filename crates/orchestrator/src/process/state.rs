@@ -66,6 +66,42 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Detaches whatever is mounted on the folders directly inside `dir` (the
+/// build tmpfs of the process backend), so the tree can be deleted; also
+/// after a crash left the mount behind. A folder on another device than
+/// `dir` is a mount point.
+fn detach_mounts(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(parent) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.dev() == parent.dev() {
+            continue;
+        }
+        let Ok(target) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            continue;
+        };
+        // SAFETY: a valid NUL-terminated path that outlives the call.
+        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        if rc != 0 {
+            tracing::warn!(
+                "cannot detach {}: {}",
+                path.display(),
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Names become directory and cgroup names: keep them to a safe alphabet.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -162,6 +198,7 @@ impl StateDir {
     /// Deletes the runtime's folder; a missing one is fine.
     pub fn remove(&self, name: &str) -> io::Result<()> {
         let dir = self.runtime_dir(name);
+        detach_mounts(&dir);
         let mut attempts = 0;
         loop {
             match fs::remove_dir_all(&dir) {
@@ -200,6 +237,42 @@ mod tests {
             env: vec![("A".into(), "B".into())],
             cgroup: None,
         }
+    }
+
+    #[test]
+    fn remove_detaches_a_mounted_build_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::open(&tmp.path().join("s")).expect("open");
+        let dir = state.create_runtime_dirs("m", &["build"]).expect("dirs");
+        let build =
+            std::ffi::CString::new(dir.join("build").to_str().expect("utf-8")).expect("path");
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                build.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"size=1m".as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here: {}",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        fs::write(dir.join("build/file"), b"x").expect("write");
+        state
+            .remove("m")
+            .expect("remove a folder with a mount in it");
+        assert!(!dir.exists());
+        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !mounts.contains(dir.to_str().expect("utf-8")),
+            "mount left behind"
+        );
     }
 
     #[test]
