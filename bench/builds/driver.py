@@ -4,21 +4,27 @@ cache, and the build queue's own overhead.
 
 One executor (process backend, OPR_EXECUTOR_BUILD_WORKERS=1 so builds never
 overlap) builds the Node and Python functions of bench/builds/functions
-through POST /v1/builds, polling GET /v1/builds/{id} every 20 ms:
+through POST /v1/builds, polling GET /v1/builds/{id} every 20 ms. Each round
+copies the function to a fresh folder and, with one new cacheKey, builds:
 
-- cold: a cacheKey never used before (empty cache; the helpers then save
-  the package managers' caches into the key's artifact);
-- warm: the same build again with the cacheKey of the cold build just
-  before it (the artifact is restored first);
+- cold: the cacheKey was never used (empty cache; the helpers then save the
+  package managers' caches and the installed dependencies into its artifact);
+- warm: the same cacheKey after the driver rewrote the BUILD_MARK line of
+  the function's code (same lockfile / requirements): dependencies must be
+  reused (the log says the install step was skipped) and the package must
+  hold the edited code, so this measures dependency caching, not output
+  caching;
+- changed: the same cacheKey with the dependency files of bench/builds/changed
+  (one more dependency): the install must run again and the package must
+  hold the new dependency;
 - nokey (optional): no cacheKey at all (no restore, no save).
 
-Rounds rotate nothing: each round is cold then warm for one key, language
-after language. Per build it records the job's own timestamps (created,
-started, finished: Unix seconds) and the helper's progress lines in the
-build log (Environment preparation, Build command execution = the install
-step, Build packaging, Build finished), whose relative spacing is real
-(executor-api 7.7). The last warm package of each language is started and
-called once, to check the cached build produced a working function.
+Per build it records the job's own timestamps (created, started, finished:
+Unix seconds) and the helper's progress lines in the build log (Environment
+preparation, Build command execution = the install step, Build packaging,
+Build finished), whose relative spacing is real (executor-api 7.7). The last
+warm package of each language is started and called once: it must answer
+with the edited BUILD_MARK.
 """
 
 import argparse
@@ -26,7 +32,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import tarfile
 import statistics
 import subprocess
 import sys
@@ -39,6 +47,9 @@ from pathlib import Path
 
 IMAGES = {"node": "openruntimes/node:v5-22", "python": "openruntimes/python:v5-3.12"}
 ENTRYPOINTS = {"node": "index.js", "python": "main.py"}
+# What the "changed" build's package must hold: the added dependency.
+CHANGED_DEP = {"node": "node_modules/is-number/package.json", "python": "/site-packages/packaging/__init__.py"}
+MARK_LINE = {"node": re.compile(r"^const BUILD_MARK = .*$", re.M), "python": re.compile(r"^BUILD_MARK = .*$", re.M)}
 START = 'cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh "bash helpers/server.sh"'
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -195,12 +206,43 @@ def med(values):
     return statistics.median(values) if values else float("nan")
 
 
+def set_mark(src, lang, mark):
+    """Rewrites the function's BUILD_MARK line (its code, not its deps)."""
+    f = src / ENTRYPOINTS[lang]
+    text, n = MARK_LINE[lang].subn(
+        f"const BUILD_MARK = '{mark}';" if lang == "node" else f'BUILD_MARK = "{mark}"', f.read_text()
+    )
+    if n != 1:
+        sys.exit(f"{f}: no BUILD_MARK line")
+    f.write_text(text)
+
+
+def package_file(path, name):
+    with tarfile.open(path, "r:*") as t:
+        for m in t.getmembers():
+            if m.name.removeprefix("./") == name:
+                f = t.extractfile(m)
+                return f.read().decode() if f else None
+    return None
+
+
+def package_has(path, suffix):
+    with tarfile.open(path, "r:*") as t:
+        return any(m.name.endswith(suffix) for m in t.getmembers())
+
+
+def check(cond, what, rec):
+    if not cond:
+        sys.exit(f"{rec['lang']} {rec['kind']} build: {what}\n{rec['log'][-3000:]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--opr", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--tmp", required=True)
     ap.add_argument("--functions", required=True)
+    ap.add_argument("--changed", required=True, help="dependency files of the changed build, per language")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--langs", default="node,python")
     ap.add_argument("--nokey", type=int, default=1, help="also build without cacheKey")
@@ -210,29 +252,48 @@ def main():
     out, tmp = Path(a.out), Path(a.tmp)
     langs = [l for l in a.langs.split(",") if l]
     installs = {"node": a.node_install, "python": a.python_install}
+    default_step = {lang: not installs[lang] for lang in langs}
     ex = Executor(a.opr, tmp / "work", {})
     records = []
+    checks = {}
     try:
         for rep in range(a.reps):
             for lang in langs:
-                fn = Path(a.functions) / lang
+                src = tmp / f"src-{lang}-{rep}"
+                shutil.copytree(Path(a.functions) / lang, src)
                 dest = tmp / "packages"
                 key = f"bench-{lang}-{rep}-{secrets.token_hex(4)}"
-                for kind, k in (("cold", key), ("warm", key)) + ((("nokey", None),) if a.nokey else ()):
-                    r = build(ex, lang, fn, dest, k, installs[lang])
-                    r["kind"], r["rep"] = kind, rep
-                    if kind == "warm" and not r["hit"]:
-                        sys.exit(f"warm {lang} build did not hit the cache:\n{r['log'][-3000:]}")
+                kinds = ["cold", "warm", "changed"] + (["nokey"] if a.nokey else [])
+                for kind in kinds:
+                    mark = f"{kind}-{rep}-{secrets.token_hex(3)}"
+                    set_mark(src, lang, mark)
+                    if kind == "changed":
+                        for f in (Path(a.changed) / lang).iterdir():
+                            shutil.copy(f, src / f.name)
+                    r = build(ex, lang, src, dest, None if kind == "nokey" else key, installs[lang])
+                    r["kind"], r["rep"], r["mark"] = kind, rep, mark
+                    r["reused"] = "Install step skipped" in r["log"]
+                    code = package_file(r["path"], ENTRYPOINTS[lang]) or ""
+                    check(mark in code, f"the package does not hold the edited code ({mark})", r)
+                    if kind == "warm":
+                        check(r["hit"], "did not hit the cache", r)
+                        if default_step[lang]:
+                            check(r["reused"], "dependencies were not reused", r)
+                    if kind in ("cold", "changed"):
+                        check(not r["reused"], "reused dependencies it must install", r)
+                    if kind == "changed":
+                        check("Installed dependencies: not reused, changed:" in r["log"], "no changed-inputs line", r)
+                        check(package_has(r["path"], CHANGED_DEP[lang]), f"no {CHANGED_DEP[lang]} in the package", r)
                     records.append(r)
                     print(
-                        f"rep {rep} {lang:6} {kind:5} job {r['job']:6.2f}s install "
-                        f"{(r['install'] or 0):6.2f}s prep {(r['prep'] or 0):5.2f}s "
-                        f"queue {r['queue_ms']:.2f}ms {'hit' if r['hit'] else ''} {r['saved']}",
+                        f"rep {rep} {lang:6} {kind:7} job {r['job']:6.2f}s install "
+                        f"{(r['install'] or 0):6.2f}s prep {(r['prep'] or 0):5.2f}s pack {(r['pack'] or 0):5.2f}s "
+                        f"queue {r['queue_ms']:.2f}ms {'hit' if r['hit'] else ''} "
+                        f"{'deps-reused' if r['reused'] else ''} {r['saved']}",
                         file=sys.stderr,
                         flush=True,
                     )
-        # The cached build gives a working function.
-        checks = {}
+        # The warm build gives a working function with the edited code.
         for lang in langs:
             last = [r for r in records if r["lang"] == lang and r["kind"] == "warm"][-1]
             status, res = ex.call(
@@ -252,6 +313,8 @@ def main():
             checks[lang] = res.get("body") if isinstance(res, dict) else res
             if status != 200 or res.get("statusCode") != 200:
                 sys.exit(f"{lang}: the warm package does not serve: {status} {res}")
+            if last["mark"] not in str(checks[lang]):
+                sys.exit(f"{lang}: the warm package serves old code: {checks[lang]} (expected {last['mark']})")
             print(f"{lang}: warm package answers {checks[lang]}", file=sys.stderr)
     finally:
         ex.stop()
@@ -261,35 +324,45 @@ def main():
     (out / "raw.json").write_text(json.dumps({"records": records, "checks": checks}, indent=1))
 
     lines = [
-        "| function | builds | cold job (s) | warm job (s) | job ratio | cold install (s) | warm install (s) | install ratio | no-key job (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| function | rounds | cold job (s) | warm job (s) | **cold / warm** | changed deps, job (s) | no-key job (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for lang in langs:
         sel = lambda kind, field: [r[field] for r in records if r["lang"] == lang and r["kind"] == kind]
-        cj, wj = med(sel("cold", "job")), med(sel("warm", "job"))
-        ci, wi = med(sel("cold", "install")), med(sel("warm", "install"))
+        cj, wj, xj = med(sel("cold", "job")), med(sel("warm", "job")), med(sel("changed", "job"))
         nk = med(sel("nokey", "job")) if a.nokey else float("nan")
         deps = "5 npm deps (10 packages, lockfile)" if lang == "node" else "5 pip deps (9 packages)"
         lines.append(
-            f"| {lang} ({deps}) | {len(sel('cold', 'job'))}+{len(sel('warm', 'job'))} | {cj:.2f} | {wj:.2f} | "
-            f"{cj / wj:.2f}x | {ci:.2f} | {wi:.2f} | {ci / wi:.2f}x | {nk:.2f} |"
+            f"| {lang} ({deps}) | {len(sel('cold', 'job'))} | {cj:.2f} | {wj:.2f} | "
+            f"**{cj / wj:.2f}x** | {xj:.2f} | {nk:.2f} |"
         )
     lines.append("")
-    lines.append(
-        "| function | phase | cold (s) | warm (s) |\n|---|---|---|---|"
-    )
+    lines.append("Per-round ratios (cold / warm job of the same round): " + "; ".join(
+        f"{lang} " + ", ".join(
+            f"{c['job'] / w['job']:.1f}x"
+            for c, w in zip(
+                [r for r in records if r["lang"] == lang and r["kind"] == "cold"],
+                [r for r in records if r["lang"] == lang and r["kind"] == "warm"],
+            )
+        )
+        for lang in langs
+    ) + ".")
+    lines.append("")
+    lines.append("| function | phase | cold (s) | warm (s) | changed (s) |\n|---|---|---|---|---|")
     for lang in langs:
         for field, label in (
-            ("prep", "environment preparation (venv, cache restore)"),
+            ("prep", "environment preparation (cache and dependency restore, venv)"),
             ("install", "install step"),
             ("pack", "packaging"),
             ("script", "helper build.sh, first to last log line"),
             ("job", "job, started to finished"),
             ("wall", "submit to final state seen by the client"),
         ):
-            c = med([r[field] for r in records if r["lang"] == lang and r["kind"] == "cold"])
-            w = med([r[field] for r in records if r["lang"] == lang and r["kind"] == "warm"])
-            lines.append(f"| {lang} | {label} | {c:.2f} | {w:.2f} |")
+            vals = [
+                med([r[field] for r in records if r["lang"] == lang and r["kind"] == kind])
+                for kind in ("cold", "warm", "changed")
+            ]
+            lines.append(f"| {lang} | {label} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     q = sorted(r["queue_ms"] for r in records)
     lines.append("")
     lines.append(

@@ -1,9 +1,11 @@
 #!/bin/bash
 # Build benchmark: the same Node function (5 npm dependencies, lockfile) and
 # Python function (5 pip dependencies, pinned) built through the durable
-# build queue with an empty dependency cache (a new cacheKey) and then with
-# a warm one (the same cacheKey again), several rounds, medians; plus the
-# queue's own overhead (job `started` - `created`) from every job.
+# build queue with an empty dependency cache (a new cacheKey), then with a
+# warm one (the same cacheKey again, the function's code edited, the same
+# lockfile), then with one dependency added (bench/builds/changed: must
+# install again); several rounds, medians; plus the queue's own overhead
+# (job `started` - `created`) from every job.
 #
 #   cargo build --release -p opr-cli -p opr-runtime && bench/builds/run.sh
 #
@@ -45,7 +47,7 @@ trap 'rm -rf -- "$tmp"' EXIT
 } | tee "$out/machine.txt" >&2
 
 env -u NODE_EXTRA_CA_CERTS "$py" "$here/driver.py" --opr "$opr" --out "$out" --tmp "$tmp" \
-    --functions "$here/functions" --reps "${REPS:-5}" --langs "${LANGS:-node,python}" \
+    --functions "$here/functions" --changed "$here/changed" --reps "${REPS:-5}" --langs "${LANGS:-node,python}" \
     --nokey "${NOKEY:-1}" --node-install "${NODE_INSTALL:-}" --python-install "${PYTHON_INSTALL:-}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
 echo "results in $out" >&2

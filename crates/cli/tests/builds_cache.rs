@@ -138,3 +138,351 @@ fn cache_cap_evicts_the_least_recently_used_key() {
     let log = build_log(&build_ok(&ex, &cached_build(&src, &key(2), "true", &dest)));
     assert!(log.contains("Build cache miss."), "{log}");
 }
+
+// ------------------------------------------------ installed dependencies
+
+const RESTORED_NODE: &str =
+    "Installed dependencies: node_modules restored from the build cache (inputs unchanged).";
+const RESTORED_PYTHON: &str =
+    "Installed dependencies: runtime-env restored from the build cache (inputs unchanged).";
+const NOTHING_CACHED: &str = "Installed dependencies: none cached yet.";
+
+/// A build of `src` with the executor's default install step.
+fn default_step_build(image: &str, entrypoint: &str, src: &Path, key: &str, dest: &Path) -> Value {
+    let mut body = build_body(image, entrypoint, folder(src), dest);
+    body["cacheKey"] = json!(key);
+    body
+}
+
+fn write_json(path: &Path, v: &Value) {
+    let text = serde_json::to_string_pretty(v).expect("json");
+    std::fs::write(path, text + "\n").expect("write json");
+}
+
+/// Adds `ms` 2.1.3 (no dependencies of its own) to the fixture's
+/// package.json and lockfile, and makes the function report it.
+fn add_ms_dependency(src: &Path) {
+    let pkg_path = src.join("package.json");
+    let mut pkg: Value =
+        serde_json::from_slice(&std::fs::read(&pkg_path).expect("package.json")).expect("json");
+    pkg["dependencies"]["ms"] = json!("^2.1.3");
+    write_json(&pkg_path, &pkg);
+    let lock_path = src.join("package-lock.json");
+    let mut lock: Value =
+        serde_json::from_slice(&std::fs::read(&lock_path).expect("lockfile")).expect("json");
+    lock["packages"][""]["dependencies"]["ms"] = json!("^2.1.3");
+    lock["packages"]["node_modules/ms"] = json!({
+        "version": "2.1.3",
+        "resolved": "https://registry.npmjs.org/ms/-/ms-2.1.3.tgz",
+        "integrity": "sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlA==",
+        "license": "MIT"
+    });
+    write_json(&lock_path, &lock);
+    let index = src.join("index.js");
+    let code = std::fs::read_to_string(&index).expect("index.js").replace(
+        "odd: isOdd(n),",
+        "odd: isOdd(n), twoHours: require('ms')('2h'),",
+    );
+    std::fs::write(&index, code).expect("write index.js");
+}
+
+/// Rewrites the answer of the node fixture so a package shows which source
+/// it was built from (a first call adds `mark`, later ones change it).
+fn mark_node_source(src: &Path, mark: &str) {
+    let index = src.join("index.js");
+    let code = std::fs::read_to_string(&index).expect("index.js");
+    let code = match code.find("mark: '") {
+        Some(start) => {
+            let value = start + "mark: '".len();
+            let len = code[value..].find('\'').expect("closing quote");
+            format!("{}{}{}", &code[..value], mark, &code[value + len..])
+        }
+        None => code.replace(
+            "  return context.res.json({ n,",
+            &format!("  return context.res.json({{ mark: '{mark}', n,"),
+        ),
+    };
+    assert!(
+        code.contains(&format!("mark: '{mark}'")),
+        "fixture changed: {code}"
+    );
+    std::fs::write(&index, code).expect("write index.js");
+}
+
+#[test]
+fn same_lockfile_reuses_node_modules_and_a_changed_lockfile_reinstalls() {
+    let ex = executor().start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("node-npm"), &src, &[]);
+    let dest = tmp.path().join("out");
+    let key = format!("installed-{}", random_hex(6));
+
+    // Cold: nothing to reuse; npm ci runs and its node_modules is kept.
+    mark_node_source(&src, "first");
+    let cold = build_ok(
+        &ex,
+        &default_step_build(NODE_IMAGE, "index.js", &src, &key, &dest),
+    );
+    let log = build_log(&cold);
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(log.contains("Install step: npm ci"), "{log}");
+    assert!(
+        log.contains("Installed dependencies: node_modules saved to the build cache."),
+        "{log}"
+    );
+
+    // Same lockfile, edited code: node_modules comes back, npm never runs,
+    // and the package serves the new code with its dependency.
+    mark_node_source(&src, "second");
+    let warm = build_ok(
+        &ex,
+        &default_step_build(NODE_IMAGE, "index.js", &src, &key, &dest),
+    );
+    let log = build_log(&warm);
+    assert!(log.contains(RESTORED_NODE), "{log}");
+    assert!(log.contains("Install step skipped"), "{log}");
+    assert!(!log.contains("Install step: npm"), "{log}");
+    let answer = serve_json(
+        &ex,
+        &unique_id("reused"),
+        NODE_IMAGE,
+        "index.js",
+        &package_path(&warm),
+        "/?n=3",
+    );
+    assert_eq!(
+        (&answer["mark"], &answer["odd"], &answer["isOddVersion"]),
+        (&json!("second"), &json!(true), &json!("3.0.0")),
+        "{answer}"
+    );
+
+    // A changed lockfile (one more dependency): installed from scratch, and
+    // the package has the new dependency.
+    add_ms_dependency(&src);
+    let changed = build_ok(
+        &ex,
+        &default_step_build(NODE_IMAGE, "index.js", &src, &key, &dest),
+    );
+    let log = build_log(&changed);
+    assert!(
+        log.contains(
+            "Installed dependencies: not reused, changed: package-lock.json, package.json."
+        ),
+        "{log}"
+    );
+    assert!(log.contains("Install step: npm ci"), "{log}");
+    assert!(!log.contains("Install step skipped"), "{log}");
+    let answer = serve_json(
+        &ex,
+        &unique_id("changed"),
+        NODE_IMAGE,
+        "index.js",
+        &package_path(&changed),
+        "/?n=4",
+    );
+    assert_eq!(answer["twoHours"], 7_200_000, "{answer}");
+    assert_eq!(answer["odd"], false, "{answer}");
+
+    // Another key never sees this key's installed tree.
+    let other = build_ok(
+        &ex,
+        &default_step_build(
+            NODE_IMAGE,
+            "index.js",
+            &src,
+            &format!("installed-other-{}", random_hex(6)),
+            &dest,
+        ),
+    );
+    let log = build_log(&other);
+    assert!(log.contains("Build cache miss."), "{log}");
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(log.contains("Install step: npm ci"), "{log}");
+}
+
+#[test]
+fn a_user_npm_install_runs_on_the_restored_tree() {
+    let ex = executor().start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("node-npm"), &src, &[]);
+    let dest = tmp.path().join("out");
+    let key = format!("user-install-{}", random_hex(6));
+    // The caller's own command always runs; the restored tree leaves npm
+    // nothing to add (it counts what it added).
+    let command = "npm install --no-audit --no-fund && ls node_modules > installed.txt";
+    let first = build_ok(&ex, &cached_build(&src, &key, command, &dest));
+    let log = build_log(&first);
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(log.contains("added 2 packages"), "{log}");
+    let second = build_ok(&ex, &cached_build(&src, &key, command, &dest));
+    let log = build_log(&second);
+    assert!(log.contains(RESTORED_NODE), "{log}");
+    assert!(log.contains("up to date"), "{log}");
+    assert!(!log.contains("added 2 packages"), "{log}");
+    let answer = serve_json(
+        &ex,
+        &unique_id("user"),
+        NODE_IMAGE,
+        "index.js",
+        &package_path(&second),
+        "/?n=7",
+    );
+    assert_eq!(answer["odd"], true, "{answer}");
+}
+
+#[test]
+fn same_requirements_reuse_the_virtualenv_and_changed_ones_reinstall() {
+    let ex = executor().start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("python-pip"), &src, &[]);
+    let dest = tmp.path().join("out");
+    let key = format!("venv-{}", random_hex(6));
+    let build = |src: &Path| {
+        build_ok(
+            &ex,
+            &default_step_build(PYTHON_IMAGE, "main.py", src, &key, &dest),
+        )
+    };
+
+    let cold = build(&src);
+    let log = build_log(&cold);
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(
+        log.contains("Install step: pip install -r requirements.txt"),
+        "{log}"
+    );
+
+    // Edited code, same requirements: the virtualenv comes back as it was.
+    let main = src.join("main.py");
+    let code = std::fs::read_to_string(&main).expect("main.py");
+    std::fs::write(
+        &main,
+        code.replace(
+            "\"idnaFile\": idna.__file__,",
+            "\"idnaFile\": idna.__file__, \"edit\": 2,",
+        ),
+    )
+    .expect("write main.py");
+    let warm = build(&src);
+    let log = build_log(&warm);
+    assert!(log.contains(RESTORED_PYTHON), "{log}");
+    assert!(log.contains("Install step skipped"), "{log}");
+    let answer = serve_json(
+        &ex,
+        &unique_id("venv"),
+        PYTHON_IMAGE,
+        "main.py",
+        &package_path(&warm),
+        "/",
+    );
+    assert_eq!(answer["encoded"], "xn--bcher-kva.example", "{answer}");
+    assert_eq!(answer["edit"], 2, "{answer}");
+
+    // One more requirement: pip runs again and the package has it.
+    std::fs::write(src.join("requirements.txt"), "idna==3.10\nsix==1.17.0\n")
+        .expect("requirements");
+    let code = std::fs::read_to_string(&main).expect("main.py");
+    std::fs::write(
+        &main,
+        code.replace("import idna\n", "import idna\nimport six\n")
+            .replace("\"edit\": 2,", "\"edit\": 3, \"six\": six.__version__,"),
+    )
+    .expect("write main.py");
+    let changed = build(&src);
+    let log = build_log(&changed);
+    assert!(
+        log.contains("Installed dependencies: not reused, changed: requirements.txt."),
+        "{log}"
+    );
+    assert!(
+        log.contains("Install step: pip install -r requirements.txt"),
+        "{log}"
+    );
+    let answer = serve_json(
+        &ex,
+        &unique_id("venv2"),
+        PYTHON_IMAGE,
+        "main.py",
+        &package_path(&changed),
+        "/",
+    );
+    assert_eq!(
+        (&answer["edit"], &answer["six"]),
+        (&json!(3), &json!("1.17.0")),
+        "{answer}"
+    );
+}
+
+#[test]
+fn installed_dependencies_are_evicted_with_their_key() {
+    // Past the cap every artifact goes at once: the tree inside it too.
+    let ex = executor()
+        .env("OPR_EXECUTOR_BUILD_CACHE_MAX_BYTES", "1")
+        .start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("node-npm"), &src, &[]);
+    let dest = tmp.path().join("out");
+    let key = format!("evicted-{}", random_hex(6));
+    let first = build_ok(
+        &ex,
+        &default_step_build(NODE_IMAGE, "index.js", &src, &key, &dest),
+    );
+    assert!(
+        build_log(&first).contains("Installed dependencies: node_modules saved"),
+        "{}",
+        build_log(&first)
+    );
+    assert!(!artifact(&ex, &key).exists(), "artifact kept past the cap");
+    let second = build_ok(
+        &ex,
+        &default_step_build(NODE_IMAGE, "index.js", &src, &key, &dest),
+    );
+    let log = build_log(&second);
+    assert!(log.contains("Build cache miss."), "{log}");
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(log.contains("Install step: npm ci"), "{log}");
+}
+
+// ------------------------------------------------ build folder in memory
+
+#[test]
+fn the_build_folder_is_a_bounded_tmpfs_with_a_clear_error_when_full() {
+    let ex = executor().env("OPR_EXECUTOR_BUILD_TMPFS_MB", "16").start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dest = tmp.path().join("out");
+    let src = fixture("node-plain");
+    let probe = "stat -f -c 'build-folder-fs=%T size=%b*%S' /usr/local/build";
+    let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
+    body["command"] = json!(probe);
+    let ok = build_ok(&ex, &body);
+    let log = build_log(&ok);
+    assert!(log.contains("build-folder-fs=tmpfs"), "{log}");
+    assert!(log.contains(&format!("size={}*4096", 16 * 256)), "{log}");
+
+    // Past the bound the install fails with ENOSPC, and the log says why.
+    let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
+    body["command"] = json!("head -c 20000000 /dev/zero > big.bin");
+    let failed = build_failed(&ex, &body);
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("No space left on device")
+            && message.contains(
+                "Error: the build folder /usr/local/build is full: it is held in memory, at most 16 MiB"
+            ),
+        "{failed}"
+    );
+
+    // 0 keeps the build folder on disk.
+    let disk = executor().env("OPR_EXECUTOR_BUILD_TMPFS_MB", "0").start();
+    let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
+    body["command"] = json!(probe);
+    let log = build_log(&build_ok(&disk, &body));
+    assert!(
+        log.contains("build-folder-fs=") && !log.contains("build-folder-fs=tmpfs"),
+        "{log}"
+    );
+}
