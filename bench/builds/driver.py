@@ -248,12 +248,13 @@ def main():
     ap.add_argument("--nokey", type=int, default=1, help="also build without cacheKey")
     ap.add_argument("--node-install", default="", help="install step (default: the executor's)")
     ap.add_argument("--python-install", default="")
+    ap.add_argument("--tmpfs-mb", default="", help="OPR_EXECUTOR_BUILD_TMPFS_MB (default: the executor's)")
     a = ap.parse_args()
     out, tmp = Path(a.out), Path(a.tmp)
     langs = [l for l in a.langs.split(",") if l]
     installs = {"node": a.node_install, "python": a.python_install}
     default_step = {lang: not installs[lang] for lang in langs}
-    ex = Executor(a.opr, tmp / "work", {})
+    ex = Executor(a.opr, tmp / "work", {"OPR_EXECUTOR_BUILD_TMPFS_MB": a.tmpfs_mb} if a.tmpfs_mb else {})
     records = []
     checks = {}
     try:

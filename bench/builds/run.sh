@@ -12,7 +12,8 @@
 # Environment: REPS (5 rounds of cold + warm per language), LANGS
 # (node,python), NOKEY (1: also build without cacheKey each round),
 # NODE_INSTALL / PYTHON_INSTALL (an install step instead of the executor's
-# default one, to compare variants), OPR (target/release/opr).
+# default one, to compare variants), TMPFS_MB (OPR_EXECUTOR_BUILD_TMPFS_MB
+# of the executor: 0 keeps build folders on disk), OPR (target/release/opr).
 #
 # Needs network access to the npm and PyPI registries (real installs).
 # Details of what is measured: bench/builds/driver.py. Results (markdown)
@@ -43,11 +44,11 @@ trap 'rm -rf -- "$tmp"' EXIT
     echo "kernel: $(uname -r); cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "node: $(env -i /usr/bin/node --version); npm: $(env -u NODE_EXTRA_CA_CERTS npm --version); python: $($py --version 2>&1); pip: $($py -m pip --version | cut -d' ' -f2)"
-    echo "command: ${0} (REPS=${REPS:-5} LANGS=${LANGS:-node,python} NOKEY=${NOKEY:-1} NODE_INSTALL=${NODE_INSTALL:-default} PYTHON_INSTALL=${PYTHON_INSTALL:-default})"
+    echo "command: ${0} (REPS=${REPS:-5} LANGS=${LANGS:-node,python} NOKEY=${NOKEY:-1} NODE_INSTALL=${NODE_INSTALL:-default} PYTHON_INSTALL=${PYTHON_INSTALL:-default} TMPFS_MB=${TMPFS_MB:-default})"
 } | tee "$out/machine.txt" >&2
 
 env -u NODE_EXTRA_CA_CERTS "$py" "$here/driver.py" --opr "$opr" --out "$out" --tmp "$tmp" \
     --functions "$here/functions" --changed "$here/changed" --reps "${REPS:-5}" --langs "${LANGS:-node,python}" \
-    --nokey "${NOKEY:-1}" --node-install "${NODE_INSTALL:-}" --python-install "${PYTHON_INSTALL:-}"
+    --nokey "${NOKEY:-1}" --node-install "${NODE_INSTALL:-}" --python-install "${PYTHON_INSTALL:-}" --tmpfs-mb "${TMPFS_MB:-}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt" >&2
 echo "results in $out" >&2
