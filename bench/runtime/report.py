@@ -13,11 +13,13 @@ LABEL = {
     "node-http": "node:http (baseline)",
     "opr-node": "opr-runtime + Node worker",
     "python-asyncio": "asyncio (baseline)",
-    "opr-python": "opr-runtime + Python worker",
+    "opr-python": "opr-runtime + Python worker (async main)",
+    "opr-python-sync": "opr-runtime + Python worker (sync main)",
 }
-BASELINE = {"opr-node": "node-http", "opr-python": "python-asyncio"}
-ORDER = ["node-http", "opr-node", "python-asyncio", "opr-python"]
-MEMORY_TARGET_MIB = {"opr-node": 40, "opr-python": 25}
+BASELINE = {"opr-node": "node-http", "opr-python": "python-asyncio",
+            "opr-python-sync": "python-asyncio"}
+ORDER = ["node-http", "opr-node", "python-asyncio", "opr-python", "opr-python-sync"]
+MEMORY_TARGET_MIB = {"opr-node": 40, "opr-python": 25, "opr-python-sync": 25}
 P50_TARGET_US = 300
 NODE_RPS_RATIO_TARGET = 0.70
 
@@ -84,7 +86,7 @@ def verdict(ok):
 
 print("| Target | Measured | Result |")
 print("|---|---|---|")
-for s in ("opr-node", "opr-python"):
+for s in ("opr-node", "opr-python", "opr-python-sync"):
     if (s, 1) in med:
         p50 = med[(s, 1)]["p50_us"]
         print(f"| {LABEL[s]}: p50 < {P50_TARGET_US} µs at concurrency 1 | {p50:.0f} µs | {verdict(p50 < P50_TARGET_US)} |")

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Runtime server benchmark: hello-world through opr-runtime (Node and Python
-# workers) side by side with plain node:http and plain asyncio baselines.
+# Runtime server benchmark: hello-world through opr-runtime (Node worker;
+# Python worker with an async and a sync `main`) side by side with plain node:http and plain asyncio baselines.
 #
 #   cargo build --release -p opr-runtime && bench/runtime/run.sh
 #
@@ -48,7 +48,7 @@ trap cleanup EXIT
 cp -r "$here/functions" "$tmp/functions"
 
 clean=(env -i PATH=/usr/bin:/bin HOME="$tmp")
-names=(opr-node node-http opr-python python-asyncio)
+names=(opr-node node-http opr-python opr-python-sync python-asyncio)
 server_cmd() {
     local name=$1 dir=$tmp/$1
     mkdir -p "$dir/logs"
@@ -63,6 +63,12 @@ server_cmd() {
                 --listen 127.0.0.1:0
                 --language python --server-dir "$root/runtimes/python"
                 --function-dir "$tmp/functions/python" --interpreter "$py"
+                --logs-dir "$dir/logs" --timings-file "$dir/timings.txt") ;;
+        opr-python-sync)
+            cmd=("${clean[@]}" OPEN_RUNTIMES_SECRET= OPEN_RUNTIMES_CPUS=1 "$bin"
+                --listen 127.0.0.1:0
+                --language python --server-dir "$root/runtimes/python"
+                --function-dir "$tmp/functions/python-sync" --interpreter "$py"
                 --logs-dir "$dir/logs" --timings-file "$dir/timings.txt") ;;
         node-http) cmd=("${clean[@]}" node "$here/baseline-node.js") ;;
         python-asyncio) cmd=("${clean[@]}" "$py" "$here/baseline-python.py") ;;

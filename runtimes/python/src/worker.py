@@ -1,13 +1,13 @@
 """Python worker for opr-runtime (see docs/worker-protocol.md).
 
-Reads frames from the Unix socket on fd 3, loads the user's function lazily
-and runs it with the context API of runtime-protocol §4. Async functions run
-as tasks on one event loop, sync functions on a thread pool; a ContextVar
-tells every log line and every print() which invocation it belongs to.
-Standard library only.
+Reads frames from the Unix socket on fd 3 on the main thread, loads the
+user's function lazily and runs it with the context API of runtime-protocol
+§4. Sync functions run on a thread pool; async ones as tasks of one asyncio
+loop on a thread of its own, started (and asyncio imported) only when a
+function needs it: asyncio costs ~8 MiB and ~25 ms of start-up that a sync
+function never uses. A ContextVar tells every log line and every print()
+which invocation it belongs to. Standard library only.
 """
-import asyncio
-import concurrent.futures
 import contextvars
 import datetime
 import importlib
@@ -18,24 +18,32 @@ import struct
 import sys
 import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 INVOKE, CANCEL, CONFIGURE, PING = 1, 2, 3, 4
 READY, LOG, RESULT, CANCELLED, CONFIGURED, PONG = 16, 17, 18, 19, 20, 21
 MAX_FRAME = 64 << 20
 HEAD = struct.Struct(">IBI")  # length, kind, id
+CO_COROUTINE = 0x80
 
 _current = contextvars.ContextVar("opr_invocation", default=None)
 _inflight = {}  # id -> Invocation
-_pool = concurrent.futures.ThreadPoolExecutor(128, "opr-sync")  # threads start lazily
-_loop = _loop_tid = _transport = None
-_out = []  # frames queued for the next write (loop thread only)
-_pending, _lock = [], threading.Lock()  # frames from other threads
+_pool = ThreadPoolExecutor(128, "opr-sync")  # threads start lazily
+_sock = None
+_wlock = threading.Lock()  # one frame at a time on the socket
+# Finishing and cancelling an invocation exclude each other, so that a
+# RESULT never follows the CANCELLED that gave it up.
+_state = threading.Lock()
+_load_lock = threading.Lock()
+_loop = _loop_tid = None  # the asyncio loop, once an async function needed one
+_loop_lock = threading.Lock()
 _fdir = _entry = None  # from CONFIGURE
 _fn = None  # cached (main, is_async)
 _paths = []  # sys.path entries we added for the current function
 # Leading traceback frames that belong to us, not to the user.
-_OURS = (__file__, os.path.dirname(asyncio.__file__),
-         os.path.dirname(concurrent.futures.__file__), "<frozen importlib")
+_STDLIB = os.path.dirname(os.__file__)
+_OURS = (__file__, os.path.join(_STDLIB, "asyncio"), os.path.join(_STDLIB, "concurrent"),
+         "<frozen importlib")
 
 
 # ---- frames -----------------------------------------------------------------
@@ -45,84 +53,68 @@ def _frame(kind, fid, *parts):
 
 
 def _send(frame):
-    # Frames of one loop iteration leave in a single write (fewer syscalls).
-    if not _out:
-        _loop.call_soon(_flush)
-    _out.append(frame)
+    # Any thread: the lock keeps frames whole. A runtime that went away
+    # ends the worker, whichever thread noticed.
+    try:
+        with _wlock:
+            _sock.sendall(frame)
+    except OSError:
+        _leave()
 
 
-def _flush():
-    global _out
-    frames, _out = _out, []
-    _transport.writelines(frames)
-
-
-def _emit(frame):
-    if threading.get_ident() == _loop_tid:
-        _send(frame)
-        return
-    # Threads must not touch the transport. They queue frames and wake the
-    # loop once per batch (each wake-up costs a syscall and a GIL hand-off).
-    with _lock:
-        _pending.append(frame)
-        if len(_pending) > 1:
-            return  # a _drain is already scheduled
-    _loop.call_soon_threadsafe(_drain)
-
-
-def _drain():
-    global _pending
-    if not _pending:  # a thread appending now schedules its own _drain
-        return
-    with _lock:
-        frames, _pending = _pending, []
-    for frame in frames:
-        _send(frame)
+def _leave():
+    for s in (sys.__stdout__, sys.__stderr__):
+        try:
+            s.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def _log(inv, stream, text):
-    _emit(_frame(LOG, inv.id, bytes((stream,)), text.encode("utf-8", "replace")))
+    _send(_frame(LOG, inv.id, bytes((stream,)), text.encode("utf-8", "replace")))
 
 
-class _Conn(asyncio.BufferedProtocol):
-    # One reusable read buffer: a plain Protocol gets a fresh 256 KiB bytes
-    # object per read, which glibc serves with mmap/munmap every request.
+class _Reader:
+    """Frames in from the socket. The main thread reads (blocking) until an
+    async function starts the loop; from then on the loop reads, so that
+    async invocations start and finish on the loop thread without a hop
+    between threads per request."""
+
     def __init__(self):
         self.buf = bytearray()
+        # One reusable read buffer: no fresh bytes object per read.
         self.scratch = bytearray(256 * 1024)
+        self.view = memoryview(self.scratch)
 
-    def get_buffer(self, sizehint):
-        return self.scratch
-
-    def buffer_updated(self, nbytes):
-        self.data_received(memoryview(self.scratch)[:nbytes])
-
-    def connection_made(self, transport):
-        global _transport
-        _transport = transport
-
-    def connection_lost(self, exc):
-        # The runtime went away: leave at once, even if sync threads still run.
-        for s in (sys.__stdout__, sys.__stderr__):
-            s.flush()
-        os._exit(0)
-
-    def data_received(self, data):
-        buf, pos = self.buf, 0
-        buf += data
+    def read_once(self):
+        try:
+            n = _sock.recv_into(self.scratch)
+        except OSError:
+            n = 0
+        if n == 0:
+            _leave()  # the runtime went away: leave at once, even if threads still run
+        buf = self.buf
+        buf += self.view[:n]
+        pos = 0
         with memoryview(buf) as mv:
             while len(buf) - pos >= 9:
-                n, kind, fid = HEAD.unpack_from(buf, pos)
-                if not 5 <= n <= MAX_FRAME:
-                    self.buf = bytearray()
-                    _transport.close()
-                    return
-                if len(buf) - pos - 4 < n:
+                size, kind, fid = HEAD.unpack_from(buf, pos)
+                if not 5 <= size <= MAX_FRAME:
+                    _leave()
+                if len(buf) - pos - 4 < size:
                     break
-                payload = mv[pos + 9:pos + 4 + n].tobytes()
-                pos += 4 + n
+                payload = mv[pos + 9:pos + 4 + size].tobytes()
+                pos += 4 + size
                 _dispatch(kind, fid, payload)
         del buf[:pos]
+
+    def run_on_main_thread(self):
+        while _loop is None:
+            self.read_once()
+        # Hand the socket to the loop; the main thread has nothing left to do.
+        _loop.call_soon_threadsafe(_loop.add_reader, _sock.fileno(), self.read_once)
+        threading.Event().wait()
 
 
 def _dispatch(kind, fid, payload):
@@ -131,12 +123,14 @@ def _dispatch(kind, fid, payload):
         meta = json.loads(payload[4:4 + m])
         inv = _inflight[fid] = Invocation(fid, meta.get("logging", True) is not False)
         context = Context(inv, Request(meta, payload[4 + m:]))
-        if _fn is not None and not _fn[1]:
-            _submit(inv, _fn[0], context)  # loaded sync function: straight to a thread
+        if _fn is not None and _fn[1]:
+            _to_loop(inv, context, None)  # loaded async function: straight to the loop
         else:
-            inv.task = _loop.create_task(_run(inv, context))
+            # A fresh contextvars.Context per call: the pool thread then sees
+            # only this invocation in _current, and nothing leaks into its next job.
+            inv.cf = _pool.submit(contextvars.Context().run, _run_sync, inv, context)
     elif kind == CANCEL:
-        _send(_frame(CANCELLED, fid, b"\x01" if _cancel(fid) else b"\x00"))
+        _cancel(fid)
     elif kind == CONFIGURE:
         _configure(json.loads(payload))
         _send(_frame(CONFIGURED, 0))
@@ -153,55 +147,70 @@ class Invocation:
     def __init__(self, fid, logging):
         self.id, self.logging = fid, logging
         self.done = self.cancelled = False
-        self.task = self.cf = None
+        self.task = self.cf = None  # asyncio's / the pool's future
 
 
-async def _run(inv, context, out=None):
-    """Loads the function if needed and runs async code on the loop."""
-    _current.set(inv)  # the task's own context: prints and imports land here
+def _run_sync(inv, context):
+    """Pool thread: loads the function if needed, runs a sync one and sends
+    its RESULT (after its LOG frames, which this thread sent first)."""
+    _current.set(inv)  # prints and imports during loading land here too
     try:
-        if out is None:
-            fn, is_async = _load()
-            if not is_async:
-                return _submit(inv, fn, context)
-            out = fn(context)
-        result = _output(await out)
+        fn, is_async = _load()
+        if is_async:
+            return _to_loop(inv, context, None)
+        out = fn(context)
+        if hasattr(out, "__await__"):  # e.g. an object with an async __call__
+            return _to_loop(inv, context, out)
+        result = _output(out)
     except LoadError as e:
         result = {"status": "load_error", "reason": e.reason, "detail": e.detail}, b""
     except BaseException as e:  # SystemExit from user code is a failure, not our exit
-        if inv.cancelled:
-            return
         result = _exception(e)
     _finish(inv, _result(inv, *result))
 
 
-def _submit(inv, fn, context):
-    # A fresh contextvars.Context per call: the pool thread then sees only
-    # this invocation in _current, and nothing leaks into its next job.
-    inv.cf = _pool.submit(contextvars.Context().run, _run_sync, inv, fn, context)
+def _async_loop():
+    global _loop, _loop_tid
+    with _loop_lock:
+        if _loop is None:
+            import asyncio
+
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="opr-async", daemon=True)
+            t.start()
+            _loop, _loop_tid = loop, t.ident
+        return _loop
 
 
-def _run_sync(inv, fn, context):
-    """Runs a sync function on a pool thread and builds its RESULT there."""
-    _current.set(inv)
+def _to_loop(inv, context, out):
+    """Runs the invocation (or the awaitable `out` it returned) on the loop."""
+    import asyncio
+
+    loop = _async_loop()
+    with _state:
+        if inv.cancelled:
+            if hasattr(out, "close"):
+                out.close()  # no "never awaited" warning for a cancelled call
+            return
+        inv.cf = None
+        coro = _run_async(inv, context, out)
+        if threading.get_ident() == _loop_tid:  # the loop reads the socket: no hop
+            inv.task = loop.create_task(coro)
+        else:
+            inv.task = asyncio.run_coroutine_threadsafe(coro, loop)
+
+
+async def _run_async(inv, context, out):
+    _current.set(inv)  # the task's own context
     try:
-        out = fn(context)
-        if hasattr(out, "__await__"):  # e.g. an object with an async __call__
-            return _loop.call_soon_threadsafe(_await, inv, context, out)
-        result = _output(out)
+        if out is None:
+            out = _load()[0](context)
+        result = _output(await out)
     except BaseException as e:
+        if inv.cancelled:
+            return
         result = _exception(e)
-    # _finish runs on the loop and sends this thread's queued LOG frames first.
-    _loop.call_soon_threadsafe(_finish, inv, _result(inv, *result))
-
-
-def _await(inv, context, out):
-    _drain()
-    inv.cf = None
-    if not inv.cancelled:
-        inv.task = _loop.create_task(_run(inv, context, out))
-    elif hasattr(out, "close"):
-        out.close()  # no "never awaited" warning for a cancelled call
+    _finish(inv, _result(inv, *result))
 
 
 def _result(inv, meta, body):
@@ -210,25 +219,40 @@ def _result(inv, meta, body):
 
 
 def _finish(inv, frame):
-    _drain()  # the invocation's LOG frames first
-    if not inv.cancelled:
+    with _state:
+        if inv.cancelled:
+            return
         inv.done = True
         _inflight.pop(inv.id, None)
         _send(frame)
 
 
 def _cancel(fid):
-    inv = _inflight.get(fid)
-    if inv is None:
-        return True  # finished or unknown
-    cf = inv.cf
-    if cf is not None and not cf.cancel() and cf.running():
-        return False  # sync code holds a thread; the runtime replaces us
-    inv.cancelled = inv.done = True
-    _inflight.pop(fid, None)
-    if inv.task is not None:
-        inv.task.cancel()
-    return True
+    """Answers CANCELLED: 1 when the invocation is gone or given up, 0 when
+    sync code holds a thread (the runtime then replaces this worker)."""
+    with _state:
+        inv = _inflight.get(fid)
+        if inv is not None and inv.task is not None:
+            # Async: the loop confirms it. A loop stuck in a CPU loop never
+            # does, and the runtime replaces the worker after its grace.
+            _loop.call_soon_threadsafe(_cancel_async, inv)
+            return
+        gone = inv is None  # finished or unknown
+        cf = inv and inv.cf
+        if not gone and cf is not None and not cf.cancel() and cf.running():
+            return _send(_frame(CANCELLED, fid, b"\x00"))
+        if not gone:
+            inv.cancelled = inv.done = True
+            _inflight.pop(fid, None)
+    _send(_frame(CANCELLED, fid, b"\x01"))
+
+
+def _cancel_async(inv):
+    with _state:
+        if _inflight.pop(inv.id, None) is not None:
+            inv.cancelled = inv.done = True
+            inv.task.cancel()  # reaches the asyncio task on its next step
+    _send(_frame(CANCELLED, inv.id, b"\x01"))
 
 
 def _output(out):
@@ -283,6 +307,17 @@ def _trace(e):
     return "".join(traceback.format_exception(type(e), e, tb or e.__traceback__))
 
 
+def _is_async(fn):
+    """asyncio.iscoroutinefunction without importing asyncio: the code flag,
+    through functools.partial and the marker asyncio's decorators set."""
+    while hasattr(fn, "func") and hasattr(fn, "args") and hasattr(fn, "keywords"):
+        fn = fn.func  # functools.partial
+    if getattr(fn, "_is_coroutine", None) is not None:
+        return True
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    return bool(code is not None and code.co_flags & CO_COROUTINE)
+
+
 # ---- loading the user's function ----------------------------------------------
 
 class LoadError(Exception):
@@ -326,9 +361,14 @@ def _add_paths():
 
 
 def _load():
-    global _fn
     if _fn is not None:
         return _fn
+    with _load_lock:  # several pool threads may ask at once
+        return _fn if _fn is not None else _load_now()
+
+
+def _load_now():
+    global _fn
     if not _fdir or not _entry:
         raise LoadError("other", "no function configured")
     if not os.path.isfile(os.path.join(_fdir, _entry)):
@@ -350,7 +390,7 @@ def _load():
     if not callable(main):
         sys.modules.pop(name, None)  # re-run the module on the next attempt
         raise LoadError("signature", "module has no callable 'main'")
-    _fn = (main, asyncio.iscoroutinefunction(main))
+    _fn = (main, _is_async(main))
     return _fn
 
 
@@ -523,17 +563,11 @@ class _Capture:
 
 # ---- start ------------------------------------------------------------------
 
-async def _serve():
-    global _loop, _loop_tid
-    _loop, _loop_tid = asyncio.get_running_loop(), threading.get_ident()
-    await _loop.create_unix_connection(_Conn, sock=socket.socket(fileno=3))
-    ready = {"language": "python", "version": sys.version.split()[0], "pid": os.getpid()}
-    _send(_frame(READY, 0, json.dumps(ready).encode()))
-    await _loop.create_future()  # runs until the socket closes
-
-
 if __name__ == "__main__":
     for real in (sys.__stdout__, sys.__stderr__):
         real.reconfigure(line_buffering=True)  # pass-through text reaches the runtime promptly
     sys.stdout, sys.stderr = _Capture(sys.__stdout__), _Capture(sys.__stderr__)
-    asyncio.run(_serve())
+    _sock = socket.socket(fileno=3)
+    ready = {"language": "python", "version": sys.version.split()[0], "pid": os.getpid()}
+    _send(_frame(READY, 0, json.dumps(ready).encode()))
+    _Reader().run_on_main_thread()
