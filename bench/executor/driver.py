@@ -33,6 +33,8 @@ FUNCTIONS = {
     "node": ("index.js", "module.exports = async (context) => context.res.text('Hello, World!');\n"),
     "python": ("main.py", "async def main(context):\n    return context.res.text(\"Hello, World!\")\n"),
 }
+# The sync form of the Open Runtimes Python starter (the 'sync' what-if).
+PYTHON_SYNC = "def main(context):\n    return context.res.text(\"Hello, World!\")\n"
 CLEAN_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -506,8 +508,9 @@ def main():
     ap.add_argument("--burst-rounds", type=int, default=2)
     ap.add_argument("--burst-langs", default="node,python")
     ap.add_argument("--phases", default="cold,warm,burst")
-    ap.add_argument("--what-if", default="nopip",
-                    help="'nopip': also a Python package built without pip/setuptools")
+    ap.add_argument("--what-if", default="sync",
+                    help="'nopip': also a Python package built without pip/setuptools; "
+                         "'sync': also a Python package whose main is sync")
     a = ap.parse_args()
     langs = a.langs.split(",")
     phases = a.phases.split(",")
@@ -557,6 +560,16 @@ def main():
                 "python", os.path.join(a.tmp, "python.tar.gz"),
                 os.path.join(a.tmp, "packages", "python-nopip")))
             builder.stop()
+        if "sync" in a.what_if.split(",") and "python" in langs:
+            d = os.path.join(a.tmp, "fn", "python-sync")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "main.py"), "w") as f:
+                f.write(PYTHON_SYNC)
+            src = os.path.join(a.tmp, "python-sync.tar.gz")
+            with tarfile.open(src, "w:gz") as t:
+                t.add(os.path.join(d, "main.py"), arcname="main.py")
+            variants["python-sync"] = ("python", plain.build(
+                "python", src, os.path.join(a.tmp, "packages", "python-sync")))
         report["packages"] = {}
         for v, (lang, pkg) in variants.items():
             with tarfile.open(pkg) as t:
@@ -593,7 +606,7 @@ def main():
             blangs = [lang for lang in a.burst_langs.split(",") if lang in langs]
             # Node: every round; Python (and its what-if): one round each,
             # they keep the disk busy for minutes.
-            bvariants = [v for v in variants if variants[v][0] in blangs]
+            bvariants = [v for v in variants if variants[v][0] in blangs and v != "python-sync"]
             big = Executor(a.opr, "burstpool", a.tmp, pool={lang: n for lang in blangs},
                            extra_env={"OPR_EXECUTOR_MAX_RUNTIMES": str(4 * n)})
             executors.append(big)
@@ -646,7 +659,8 @@ def fmt(x, nd=1):
 
 
 LABEL = {"node": "Node", "python": "Python",
-         "python-nopip": "Python, package without pip (what-if)"}
+         "python-nopip": "Python, package without pip (what-if)",
+         "python-sync": "Python, sync `main` (the starter's form)"}
 BARE = {"node": "`node -e 0`", "python": "`/usr/bin/python3 -c pass`"}
 
 

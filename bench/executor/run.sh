@@ -11,7 +11,8 @@
 # /usr/bin/python3. Environment: SAMPLES (25 cold starts per case), LANGS (node,python),
 # WARM_BLOCKS x WARM_BLOCK_SIZE (10 x 250 warm requests per path),
 # WRK_RUNS x WRK_SECS (4 x 5 s of wrk per path), BURST (50),
-# BURST_ROUNDS (2), BURST_LANGS (node,python), PHASES (cold,warm,burst), OPR (target/release/opr).
+# BURST_ROUNDS (2), BURST_LANGS (node,python), PHASES (cold,warm,burst),
+# WHAT_IF (sync; comma list, also nopip), OPR (target/release/opr).
 #
 # What it does (details in bench/executor/driver.py):
 # - hyperfine -N --warmup 3 --runs 30 'node -e 0' and '/usr/bin/python3 -c
@@ -31,7 +32,10 @@
 #   runtime ids; against the executor without pool and one with a pool of 50
 #   per language (filled before each burst, then sync + 3 s), alternating;
 #   Node every round, Python one round (a burst writes ~1 GB of small files).
-# - what-if rows (labelled so): a Python package built with
+# - a Python package whose `main` is sync (the Open Runtimes starter's form;
+#   the main rows use an async one), in the cold phase;
+# - what-if rows (labelled so, WHAT_IF=nopip; obsolete since the build
+#   makes pip-less virtualenvs): a Python package built with
 #   `python3 -m venv --without-pip` (the executor that builds it runs with
 #   that one-line change to hooks/build-prepare.sh in its own runtime-file
 #   cache; every measured executor is unmodified), and warm calls with
@@ -76,5 +80,5 @@ env -u NODE_EXTRA_CA_CERTS "$py" "$here/driver.py" --opr "$tmp/bin/opr" --out "$
     --warm-blocks "${WARM_BLOCKS:-10}" --warm-block-size "${WARM_BLOCK_SIZE:-250}" \
     --wrk-runs "${WRK_RUNS:-4}" --wrk-secs "${WRK_SECS:-5}" \
     --burst "${BURST:-50}" --burst-rounds "${BURST_ROUNDS:-2}" --burst-langs "${BURST_LANGS:-node,python}" \
-    --phases "${PHASES:-cold,warm,burst}"
+    --phases "${PHASES:-cold,warm,burst}" --what-if "${WHAT_IF:-sync}"
 echo "results in $out" >&2

@@ -110,6 +110,10 @@ fn warm_pool_makes_cold_starts_faster() {
     let (id, _, v) = pool_cold_start(&pooled, &body);
     let env = env_of(&v);
     assert_eq!(env["POOL_VAR"], "assigned");
+    assert!(
+        env.get("OPR_WORKER_STANDBY").is_none(),
+        "the standby hint leaked into the function: {env}"
+    );
     assert_eq!(env["OPEN_RUNTIMES_MEMORY"], "256");
     assert_eq!(
         env["OPEN_RUNTIMES_SECRET"],

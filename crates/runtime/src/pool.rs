@@ -119,7 +119,8 @@ async fn supervise(pool: std::sync::Weak<Pool>, index: usize) {
     loop {
         let Some(p) = pool.upgrade() else { return };
         let started = Instant::now();
-        match Worker::spawn(&p.spec, index, p.changed.clone()).await {
+        let standby = p.current_config().is_none();
+        match Worker::spawn(&p.spec, index, standby, p.changed.clone()).await {
             Ok((worker, exited)) => {
                 let published = {
                     let _guard = p.config_lock.lock().await;

@@ -86,9 +86,13 @@ pub struct Worker {
 impl Worker {
     /// Starts the process and waits for `READY`. The returned receiver
     /// fires with a description once the process has exited.
+    /// `standby`: no function is known yet; the worker gets
+    /// `OPR_WORKER_STANDBY=1` and may preload what a function will likely
+    /// need while it waits (docs/worker-protocol.md).
     pub async fn spawn(
         spec: &WorkerSpec,
         worker_id: usize,
+        standby: bool,
         on_change: Arc<tokio::sync::Notify>,
     ) -> Result<(Arc<Worker>, oneshot::Receiver<String>), WorkerError> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -107,6 +111,9 @@ impl Worker {
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
         }
         cmd.env("OPR_WORKER_ID", worker_id.to_string());
+        if standby {
+            cmd.env("OPR_WORKER_STANDBY", "1");
+        }
         let child_fd = theirs.as_raw_fd();
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {

@@ -10,6 +10,10 @@ const { execFile } = require('child_process');
 const { pathToFileURL } = require('url');
 const { AsyncLocalStorage } = require('async_hooks');
 
+// A standby hint (docs/worker-protocol.md): nothing to preload here, and
+// not the function's business.
+delete process.env.OPR_WORKER_STANDBY;
+
 const INVOKE = 1, CANCEL = 2, CONFIGURE = 3, PING = 4;
 const READY = 16, LOG = 17, RESULT = 18, CANCELLED = 19, CONFIGURED = 20, PONG = 21;
 const MAX_FRAME = 64 * 1024 * 1024;
