@@ -239,3 +239,70 @@ fn a_job_interrupted_twice_fails_with_the_reason() {
         || sandbox_processes(&hostname).is_empty().then_some(()),
     );
 }
+
+/// A cancel while the source is still being fetched stops the fetch at
+/// once (git is killed), no runtime is ever created, and the worker is free
+/// for the next job. The "remote" is a local TCP server that accepts and
+/// never answers, so git is certainly still fetching when the cancel comes.
+#[test]
+fn cancel_during_a_git_fetch_stops_it_and_creates_nothing() {
+    require_tool(
+        "git",
+        "git sources are cloned with it (apt-get install git)",
+    );
+    let ex = executor().env("OPR_EXECUTOR_BUILD_WORKERS", "1").start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dest = tmp.path().join("out");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (accepted, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = accepted.send(());
+            // Holds the connection open until git goes away.
+            let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+            let _ = accepted.send(());
+        }
+    });
+    let runtime_id = unique_id("gitcancel");
+    let mut body = build_body(
+        NODE_IMAGE,
+        "index.js",
+        json!({"type": "git", "url": format!("http://127.0.0.1:{port}/repo.git"), "ref": "main"}),
+        &dest,
+    );
+    body["runtimeId"] = json!(runtime_id);
+    let id = id_of(&submit(&ex, &body));
+    connected
+        .recv_timeout(Duration::from_secs(30))
+        .expect("git never connected to the fake remote");
+    assert_eq!(job(&ex, &id)["state"], "running");
+
+    let asked = Instant::now();
+    let v = ex.delete(&format!("/v1/builds/{id}")).json();
+    assert_eq!(v["previousState"], "running", "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
+    // git is gone: its connection closes well before git's own timeout.
+    connected
+        .recv_timeout(Duration::from_secs(10))
+        .expect("git kept fetching after the cancel");
+    assert!(asked.elapsed() < Duration::from_secs(10));
+
+    // The worker is free: the next job runs and succeeds. Nothing of the
+    // cancelled one was created, and no source leftovers stay behind.
+    build_ok(&ex, &job_body(&unique_id("next"), "echo next", &dest));
+    assert!(!ex.list_ids().contains(&runtime_id));
+    assert!(!ex.runtime_dir(&runtime_id).exists());
+    let j = job(&ex, &id);
+    assert_eq!(j["state"], "cancelled", "{j}");
+    assert!(j["result"].is_null(), "{j}");
+    let leftovers: Vec<_> = std::fs::read_dir(ex.work_dir.join("build-sources"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&id))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

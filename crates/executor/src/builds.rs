@@ -48,6 +48,14 @@ pub struct BuildJob {
 
 pub struct Runner(pub Weak<Executor>);
 
+/// A queued build in progress: its job, whether it was cancelled, and a
+/// wake-up for a source preparation to stop at once.
+pub struct RunningBuild {
+    job_id: String,
+    cancelled: bool,
+    wake: Arc<tokio::sync::Notify>,
+}
+
 #[async_trait::async_trait]
 impl BuildRunner for Runner {
     async fn run(&self, job: &Job) -> Result<Value, Value> {
@@ -61,21 +69,21 @@ impl BuildRunner for Runner {
             error_json(&ApiError::untyped(500, format!("Malformed build job: {e}")))
         })?;
         let mut create = spec.create;
-        let prepared = match &spec.source {
-            Some(source) => Some(
-                prepare_source(&exec, &job.id, source)
-                    .await
-                    .map_err(|e| error_json(&e))?,
-            ),
-            None => None,
-        };
-        if let Some(p) = &prepared {
-            create.source = p.display().to_string();
+        let name = exec.runtime_name(&create.runtime_id);
+        let wake = exec.build_started(&name, &job.id);
+        // A cancel between the queue handing the job out and the line above
+        // found no running build to stop: the stored state tells.
+        if let Some(queue) = exec.builds.get() {
+            if let Ok(Some(stored)) = queue.get(&job.id).await {
+                if stored.state == opr_build::JobState::Cancelled {
+                    exec.cancel_build(&name, &job.id).await;
+                }
+            }
         }
-        let result = exec.create_runtime(create).await;
-        if let Some(p) = prepared {
-            let _ = tokio::fs::remove_file(p).await;
-        }
+        let result = exec
+            .run_queued_build(job, &name, spec.source.as_ref(), &mut create, &wake)
+            .await;
+        exec.build_ended(&name, &job.id);
         match result {
             Ok(r) => serde_json::to_value(r)
                 .map_err(|e| error_json(&ApiError::untyped(500, e.to_string()))),
@@ -92,12 +100,114 @@ impl BuildRunner for Runner {
         else {
             return;
         };
-        if let Some(rt) = exec.registry.get(&exec.runtime_name(id)) {
-            // The build's exec fails once its sandbox is gone; the create
-            // path then cleans up the work folder and registry entry.
-            let _ = exec.orch.remove(&rt.container()).await;
+        exec.cancel_build(&exec.runtime_name(id), &job.id).await;
+    }
+}
+
+impl Executor {
+    fn running_builds(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, RunningBuild>> {
+        self.running_builds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that job `job_id` builds runtime `name` from now on.
+    fn build_started(&self, name: &str, job_id: &str) -> Arc<tokio::sync::Notify> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let entry = RunningBuild {
+            job_id: job_id.to_owned(),
+            cancelled: false,
+            wake: wake.clone(),
+        };
+        self.running_builds().insert(name.to_owned(), entry);
+        wake
+    }
+
+    fn build_ended(&self, name: &str, job_id: &str) {
+        let mut running = self.running_builds();
+        if running.get(name).is_some_and(|b| b.job_id == job_id) {
+            running.remove(name);
         }
     }
+
+    /// The source prepared, then the runtime created, unless cancelled.
+    async fn run_queued_build(
+        self: &Arc<Self>,
+        job: &Job,
+        name: &str,
+        source: Option<&Source>,
+        create: &mut CreateRequest,
+        wake: &tokio::sync::Notify,
+    ) -> Result<CreateResult, ApiError> {
+        let prepared = match source {
+            Some(source) => tokio::select! {
+                prepared = prepare_source(self, &job.id, source) => Some(prepared?),
+                // Cancelled: git (kill_on_drop) goes with the dropped future.
+                () = wake.notified() => {
+                    let dir = self.cfg.work_dir.join("build-sources");
+                    let _ = tokio::fs::remove_dir_all(dir.join(format!("{}.git", job.id))).await;
+                    let _ = tokio::fs::remove_file(dir.join(format!("{}.tar.gz", job.id))).await;
+                    return Err(cancelled_error());
+                }
+            },
+            None => None,
+        };
+        if let Some(p) = &prepared {
+            create.source = p.display().to_string();
+        }
+        // A cancel during a long source preparation (git clone) ends here.
+        let result = match self.check_build_cancelled(name) {
+            Ok(()) => self.create_runtime(create.clone()).await,
+            Err(e) => Err(e),
+        };
+        if let Some(p) = prepared {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        result
+    }
+
+    /// Stops the running queued build `job_id` of runtime `name`. The
+    /// cancel is recorded first, then the sandbox removed if it exists; the
+    /// build checks the record after registering its runtime and again
+    /// after its sandbox started. Whichever comes second sees the other, so
+    /// a cancel at any moment stops the build: before the runtime exists,
+    /// while its sandbox starts, or while the build command runs (its exec
+    /// fails once the sandbox is gone, and the create path cleans up). A
+    /// cancel for a job that already ended records nothing.
+    pub async fn cancel_build(&self, name: &str, job_id: &str) {
+        {
+            let mut running = self.running_builds();
+            match running.get_mut(name) {
+                Some(b) if b.job_id == job_id => {
+                    b.cancelled = true;
+                    // Stored as a permit if nobody waits yet.
+                    b.wake.notify_one();
+                }
+                // Another job builds this runtime now; or this one has not
+                // started its run yet (it checks the stored state first) or
+                // has ended.
+                _ => return,
+            }
+        }
+        if let Some(rt) = self.registry.get(name) {
+            let _ = self.orch.remove(&rt.container()).await;
+        }
+    }
+
+    /// `Err` when the queued build of runtime `name` was cancelled.
+    pub fn check_build_cancelled(&self, name: &str) -> Result<(), ApiError> {
+        if self.running_builds().get(name).is_some_and(|b| b.cancelled) {
+            Err(cancelled_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn cancelled_error() -> ApiError {
+    ApiError::with_message(ErrorType::BuildFailed, "Build was cancelled.")
 }
 
 pub fn error_json(e: &ApiError) -> Value {
@@ -301,23 +411,47 @@ async fn prepare_source(
     Ok(out)
 }
 
+/// SIGKILLs a process group when dropped, unless disarmed (`.0 = None`):
+/// git runs helpers (git-remote-http, ssh) as its children, which
+/// `kill_on_drop` alone would leave holding the connection.
+struct ProcessGroupGuard(Option<u32>);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) with a negative pid signals that group only.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 async fn git_checkout(url: &str, reference: Option<&str>, into: &Path) -> Result<(), ApiError> {
     let run = |args: Vec<String>| async move {
-        let out = tokio::time::timeout(
-            GIT_TIMEOUT,
-            tokio::process::Command::new("git")
-                .args(&args)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| {
-            ApiError::with_message(ErrorType::BuildFailed, "git timed out fetching the source.")
-        })?
-        .map_err(|e| {
+        let cannot_run = |e: std::io::Error| {
             ApiError::with_message(ErrorType::BuildFailed, format!("Cannot run git: {e}"))
-        })?;
+        };
+        let child = tokio::process::Command::new("git")
+            .args(&args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(cannot_run)?;
+        // Declared before the wait, so dropped after it: a timeout or a
+        // cancel (this future dropped) kills git's helpers too.
+        let mut group = ProcessGroupGuard(child.id());
+        let out = tokio::time::timeout(GIT_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| {
+                ApiError::with_message(ErrorType::BuildFailed, "git timed out fetching the source.")
+            })?
+            .map_err(cannot_run)?;
+        group.0 = None; // ended by itself: its group id may be reused now
         if out.status.success() {
             Ok(())
         } else {

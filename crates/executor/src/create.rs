@@ -266,6 +266,7 @@ impl Executor {
         work: &WorkDir,
         output: &mut Vec<Chunk>,
     ) -> Result<(Option<String>, Option<u64>), ApiError> {
+        self.check_build_cancelled(&rt.name)?;
         let cache_on = !is_empty(&req.cache_key) && !is_empty(&req.command);
         let cache_artifact = if cache_on {
             Some(self.cache_artifact(&req.cache_key)?)
@@ -322,6 +323,9 @@ impl Executor {
             network: self.cfg.networks.first().cloned(),
         };
         self.orch.run(&spec).await.map_err(backend_error)?;
+        // A cancel that came while the sandbox started found nothing to
+        // remove: it is seen here instead.
+        self.check_build_cancelled(&rt.name)?;
         if let Ok(addr) = self.orch.address(&spec.name).await {
             *rt.address.lock().unwrap_or_else(|p| p.into_inner()) = Some(addr);
         }

@@ -25,6 +25,9 @@ pub struct Executor {
     pub cpu_usage: Mutex<Option<f64>>,
     /// The durable build queue (set once at start).
     pub builds: std::sync::OnceLock<Arc<opr_build::BuildQueue>>,
+    /// Queued builds running now, by runtime name. See
+    /// [`Executor::cancel_build`].
+    pub running_builds: Mutex<std::collections::HashMap<String, crate::builds::RunningBuild>>,
 }
 
 impl Executor {
@@ -50,6 +53,7 @@ impl Executor {
             client,
             cpu_usage: Mutex::new(None),
             builds: std::sync::OnceLock::new(),
+            running_builds: Mutex::new(std::collections::HashMap::new()),
         });
         exec.remove_orphans().await;
         let store = Arc::new(opr_build::Store::open(&exec.cfg.build_db)?);
