@@ -450,7 +450,7 @@ fn installed_dependencies_are_evicted_with_their_key() {
 // ------------------------------------------------ build folder in memory
 
 #[test]
-fn the_build_folder_is_a_bounded_tmpfs_with_a_clear_error_when_full() {
+fn the_build_folder_is_a_bounded_tmpfs_and_a_build_too_big_for_it_moves_to_disk() {
     let ex = executor().env("OPR_EXECUTOR_BUILD_TMPFS_MB", "16").start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dest = tmp.path().join("out");
@@ -463,18 +463,41 @@ fn the_build_folder_is_a_bounded_tmpfs_with_a_clear_error_when_full() {
     assert!(log.contains("build-folder-fs=tmpfs"), "{log}");
     assert!(log.contains(&format!("size={}*4096", 16 * 256)), "{log}");
 
-    // Past the bound the install fails with ENOSPC, and the log says why.
+    // Past the bound the install fails with ENOSPC; the log says why, and
+    // the build starts again with its folder on disk, and succeeds.
+    let key = unique_id("bigbuild");
     let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
-    body["command"] = json!("head -c 20000000 /dev/zero > big.bin");
+    let probe_here = "stat -f -c 'build-folder-fs=%T' .";
+    body["command"] = json!(format!("head -c 20000000 /dev/zero > big.bin && {probe_here}"));
+    body["cacheKey"] = json!(key);
+    let retried = build_ok(&ex, &body);
+    let log = build_log(&retried);
+    for line in [
+        "No space left on device",
+        "Error: the build folder /usr/local/build is full: it is held in memory, at most 16 MiB",
+        "Retrying the build with the build folder on disk (/tmp/opr-build).",
+    ] {
+        assert!(log.contains(line), "missing {line:?}:\n{log}");
+    }
+    let on_disk = log.rsplit("build-folder-fs=").next().unwrap_or_default();
+    assert!(!on_disk.starts_with("tmpfs"), "{log}");
+    let package = package_path(&retried);
+    let listing = run(std::process::Command::new("tar").arg("-tzf").arg(&package));
+    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "big.bin"), "{listing}");
+    // The next build of this cache key goes to disk at once.
+    let again = build_log(&build_ok(&ex, &body));
+    assert!(
+        again.contains("Build folder on disk (/tmp/opr-build): an earlier build of this cache key did not fit in memory.")
+            && !again.contains("is full"),
+        "{again}"
+    );
+    // A build that fails on disk too still fails, after one retry.
+    let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
+    body["command"] = json!("head -c 20000000 /dev/zero > big.bin && exit 7");
     let failed = build_failed(&ex, &body);
     let message = failed["error"]["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("No space left on device")
-            && message.contains(
-                "Error: the build folder /usr/local/build is full: it is held in memory, at most 16 MiB"
-            ),
-        "{failed}"
-    );
+    assert!(message.contains("exited with code 7"), "{failed}");
+    assert_eq!(message.matches("Retrying the build").count(), 1, "{failed}");
 
     // 0 keeps the build folder on disk.
     let disk = executor().env("OPR_EXECUTOR_BUILD_TMPFS_MB", "0").start();

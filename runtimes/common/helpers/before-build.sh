@@ -11,6 +11,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 OPR_BUILD_INPUT=${OPEN_RUNTIMES_BUILD_INPUT_DIR:-/mnt/code}
 
 opr_cache_restore
+opr_choose_build_dir
 
 opr_log "Environment preparation started."
 if opr_dir_is_empty "$OPR_BUILD_INPUT"; then
@@ -20,7 +21,10 @@ fi
 
 mkdir -p -- "$OPR_BUILD_DIR" || exit 1
 # "/." copies the directory's contents, dotfiles included.
-cp -a -- "$OPR_BUILD_INPUT/." "$OPR_BUILD_DIR/" || exit 1
+if ! cp -a -- "$OPR_BUILD_INPUT/." "$OPR_BUILD_DIR/"; then
+    opr_retry_on_disk 1
+    exit 1
+fi
 
 cd -- "$OPR_BUILD_DIR" || exit 1
 # The installed dependencies of an earlier build with the same inputs

@@ -9,6 +9,8 @@
 helpers_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Part of what decides whether installed dependencies can be reused (lib.sh).
 OPR_INSTALL_COMMAND=${1:-}
+# Run again, with the build folder on disk, when it does not fit in memory.
+OPR_BUILD_SCRIPT=$helpers_dir/build.sh
 
 # Sourced, not run: the environment prepared for the install command must
 # survive into it (see before-build.sh).
@@ -19,7 +21,7 @@ opr_log "Build command execution started."
 ( cd -- "$OPR_BUILD_DIR" && bash -c "${1:-}" )
 status=$?
 if ((status != 0)); then
-    opr_build_dir_explain "$status"
+    opr_retry_on_disk "$status"
     exit "$status"
 fi
 opr_log "Build command execution finished."

@@ -31,6 +31,9 @@ OPR_HELPERS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${OPR_SERVER_DIR:=/usr/local/server}"
 : "${OPR_FUNCTION_DIR:=$OPR_SERVER_DIR/src/function}"
 : "${OPR_BUILD_DIR:=/usr/local/build}"
+# Where a build goes when it does not fit in an in-memory build folder:
+# /tmp is the runtime's own folder on the host's disk.
+: "${OPR_DISK_BUILD_DIR:=/tmp/opr-build}"
 : "${OPR_TELEMETRY_DIR:=/mnt/telemetry}"
 : "${OPR_LOGS_DIR:=/mnt/logs}"
 : "${OPR_CODE_DIR:=${OPEN_RUNTIMES_BUILD_OUTPUT_DIR:-/mnt/code}}"
@@ -375,7 +378,7 @@ opr_deps_save() {
 # After a failed install command with status $1: when the build folder is
 # in memory (a size-bounded tmpfs, as opr's process backend makes it) and
 # full, or the command was killed, say so; "No space left on device" alone
-# does not tell that the limit is the folder's.
+# does not tell that the limit is the folder's. Returns 3 in those two cases.
 opr_build_dir_explain() {
     local status=$1 type blocks avail bsize size_mib used_mib
     read -r type blocks avail bsize < <(stat -f -c '%T %b %a %S' -- "$OPR_BUILD_DIR" 2>/dev/null) || return 0
@@ -384,10 +387,43 @@ opr_build_dir_explain() {
     used_mib=$(((blocks - avail) * bsize / 1048576))
     if ((avail * bsize < 1048576)); then
         opr_log "Error: the build folder $OPR_BUILD_DIR is full: it is held in memory, at most $size_mib MiB (opr executor: OPR_EXECUTOR_BUILD_TMPFS_MB; 0 builds on disk)."
+        return 3
     elif ((status == 137)); then
         opr_log "Error: the install command was killed, probably out of memory: the build folder $OPR_BUILD_DIR is held in memory and uses $used_mib MiB of the build's memory limit (opr executor: OPR_EXECUTOR_BUILD_TMPFS_MB=0 builds on disk)."
+        return 3
     fi
     return 0
+}
+
+# Marker in the cache root: builds of this cache key go to disk at once.
+OPR_ON_DISK_MARKER=.opr-build-on-disk
+
+# After a build step failed with status $1: if the in-memory build folder
+# was too small (full, or the install killed for memory), frees it and
+# starts the whole build again with the folder on disk, once, and marks the
+# cache so that the next build of this key starts there. Returns when there
+# is nothing to retry (the caller then fails the build).
+opr_retry_on_disk() {
+    opr_build_dir_explain "$1"
+    (($? == 3)) || return 0
+    [[ $OPR_BUILD_DIR != "$OPR_DISK_BUILD_DIR" && -n ${OPR_BUILD_SCRIPT:-} ]] || return 0
+    opr_log "Retrying the build with the build folder on disk ($OPR_DISK_BUILD_DIR)."
+    cd / || return 0
+    find "$OPR_BUILD_DIR" -mindepth 1 -delete 2>/dev/null
+    opr_cache_env
+    mkdir -p -- "$OPR_CACHE_ROOT" 2>/dev/null && : >"$OPR_CACHE_ROOT/$OPR_ON_DISK_MARKER" 2>/dev/null
+    OPR_BUILD_DIR=$OPR_DISK_BUILD_DIR
+    export OPR_BUILD_DIR
+    exec bash "$OPR_BUILD_SCRIPT" "${OPR_INSTALL_COMMAND:-}"
+}
+
+# Called after the cache is restored: a build of this key that did not fit
+# in memory before goes to disk at once.
+opr_choose_build_dir() {
+    [[ -f $OPR_CACHE_ROOT/$OPR_ON_DISK_MARKER && $OPR_BUILD_DIR != "$OPR_DISK_BUILD_DIR" ]] || return 0
+    opr_log "Build folder on disk ($OPR_DISK_BUILD_DIR): an earlier build of this cache key did not fit in memory."
+    OPR_BUILD_DIR=$OPR_DISK_BUILD_DIR
+    export OPR_BUILD_DIR
 }
 
 # ---------------------------------------------------------------- packaging
