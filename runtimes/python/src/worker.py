@@ -18,7 +18,7 @@ import struct
 import sys
 import threading
 import types
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 
 INVOKE, CANCEL, CONFIGURE, PING = 1, 2, 3, 4
 READY, LOG, RESULT, CANCELLED, CONFIGURED, PONG = 16, 17, 18, 19, 20, 21
@@ -28,7 +28,7 @@ CO_COROUTINE = 0x80
 
 _current = contextvars.ContextVar("opr_invocation", default=None)
 _inflight = {}  # id -> Invocation
-_pool = ThreadPoolExecutor(128, "opr-sync")  # threads start lazily
+_pool = None  # _ThreadPool, made below
 _sock = None
 _wlock = threading.Lock()  # one frame at a time on the socket
 # Finishing and cancelling an invocation exclude each other, so that a
@@ -43,7 +43,7 @@ _paths = []  # sys.path entries we added for the current function
 # Leading traceback frames that belong to us, not to the user.
 _STDLIB = os.path.dirname(os.__file__)
 _OURS = (__file__, os.path.join(_STDLIB, "asyncio"), os.path.join(_STDLIB, "concurrent"),
-         "<frozen importlib")
+         os.path.join(_STDLIB, "threading.py"), "<frozen importlib")
 
 
 # ---- frames -----------------------------------------------------------------
@@ -139,6 +139,63 @@ def _dispatch(kind, fid, payload):
     # Unknown kinds are ignored, so a newer runtime can add frames.
 
 
+# ---- the thread pool for sync functions ----------------------------------------
+
+_QUEUED, _RUNNING, _DONE, _CANCELLED = range(4)
+
+
+class _Job:
+    __slots__ = ("fn", "args", "state")
+
+    def __init__(self, fn, args):
+        self.fn, self.args, self.state = fn, args, _QUEUED
+
+
+class _ThreadPool:
+    """Threads started as needed, up to `limit`, kept for later jobs.
+    concurrent.futures would do, but it imports logging: ~10 ms and ~1 MiB
+    of every worker's start for nothing. A job's state changes under
+    _state, the lock cancelling takes too."""
+
+    def __init__(self, limit):
+        self.limit, self.threads, self.idle = limit, 0, 0
+        self.jobs = deque()
+        self.cv = threading.Condition(threading.Lock())
+
+    def submit(self, fn, *args):
+        job = _Job(fn, args)
+        with self.cv:
+            self.jobs.append(job)
+            if self.idle:
+                self.idle -= 1  # counted here, so two submits wake two threads
+                self.cv.notify()
+            elif self.threads < self.limit:
+                self.threads += 1
+                threading.Thread(target=self._work, name=f"opr-sync-{self.threads}",
+                                 daemon=True).start()
+        return job
+
+    def _work(self):
+        while True:
+            with self.cv:
+                while not self.jobs:
+                    self.idle += 1
+                    self.cv.wait()
+                job = self.jobs.popleft()
+            with _state:
+                if job.state != _QUEUED:
+                    continue  # cancelled while queued
+                job.state = _RUNNING
+            try:
+                job.fn(*job.args)
+            except BaseException:  # _run_sync reports its own failures
+                pass
+            job.state = _DONE
+
+
+_pool = _ThreadPool(128)
+
+
 # ---- invocations ------------------------------------------------------------
 
 class Invocation:
@@ -147,7 +204,7 @@ class Invocation:
     def __init__(self, fid, logging):
         self.id, self.logging = fid, logging
         self.done = self.cancelled = False
-        self.task = self.cf = None  # asyncio's / the pool's future
+        self.task = self.cf = None  # asyncio's future / the pool's _Job
 
 
 def _run_sync(inv, context):
@@ -238,9 +295,11 @@ def _cancel(fid):
             _loop.call_soon_threadsafe(_cancel_async, inv)
             return
         gone = inv is None  # finished or unknown
-        cf = inv and inv.cf
-        if not gone and cf is not None and not cf.cancel() and cf.running():
-            return _send(_frame(CANCELLED, fid, b"\x00"))
+        job = inv and inv.cf
+        if not gone and job is not None:
+            if job.state == _RUNNING:
+                return _send(_frame(CANCELLED, fid, b"\x00"))
+            job.state = _CANCELLED  # still queued: it never runs
         if not gone:
             inv.cancelled = inv.done = True
             _inflight.pop(fid, None)
