@@ -14,7 +14,7 @@ fn main() {
         root.join("common/helpers").display()
     );
     let mut code = String::from("pub const RUNTIME_FILES: &[(&str, &str, &[u8], bool)] = &[\n");
-    for lang in ["node", "python"] {
+    for lang in ["node", "python", "bun"] {
         for sub in ["helpers", "hooks", "src", "example"] {
             let dir = root.join(lang).join(sub);
             println!("cargo:rerun-if-changed={}", dir.display());

@@ -37,7 +37,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> any
     let args = Args::parse_from(args);
     let language = Language::parse(&args.language).ok_or_else(|| {
         anyhow::anyhow!(
-            "unknown language {:?}: expected node or python",
+            "unknown language {:?}: expected node, python or bun",
             args.language
         )
     })?;

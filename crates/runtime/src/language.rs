@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub enum Language {
     Node,
     Python,
+    /// Bun runs the Node worker (`runtimes/bun/src/worker.js` links to it).
+    Bun,
 }
 
 impl Language {
@@ -14,6 +16,7 @@ impl Language {
         match name {
             "node" | "nodejs" | "javascript" => Some(Language::Node),
             "python" | "python3" => Some(Language::Python),
+            "bun" => Some(Language::Bun),
             _ => None,
         }
     }
@@ -22,6 +25,7 @@ impl Language {
         match self {
             Language::Node => "node",
             Language::Python => "python",
+            Language::Bun => "bun",
         }
     }
 
@@ -30,13 +34,15 @@ impl Language {
         match self {
             Language::Node => "index.js",
             Language::Python => "main.py",
+            // As Open Runtimes' Bun runtime: Bun runs TypeScript as it is.
+            Language::Bun => "index.ts",
         }
     }
 
     /// The worker program inside a runtime's server folder.
     pub fn worker_file(self, server_dir: &Path) -> PathBuf {
         server_dir.join("src").join(match self {
-            Language::Node => "worker.js",
+            Language::Node | Language::Bun => "worker.js",
             Language::Python => "worker.py",
         })
     }
@@ -44,12 +50,13 @@ impl Language {
     pub fn default_interpreter(self) -> PathBuf {
         match self {
             Language::Node => PathBuf::from("node"),
+            Language::Bun => PathBuf::from("bun"),
             // Not a pyenv shim: those add 100 ms to every start.
             Language::Python => PathBuf::from("/usr/bin/python3"),
         }
     }
 
-    /// Node serves many requests on one event loop; Python runs
+    /// Node and Bun serve many requests on one event loop; Python runs
     /// `ceil(OPEN_RUNTIMES_CPUS)` workers (runtime-protocol §3.14).
     pub fn default_workers(self, env: &BTreeMap<String, String>) -> usize {
         if let Some(n) = env
@@ -59,7 +66,7 @@ impl Language {
             return n.clamp(1, 64);
         }
         match self {
-            Language::Node => 1,
+            Language::Node | Language::Bun => 1,
             Language::Python => env
                 .get("OPEN_RUNTIMES_CPUS")
                 .and_then(|v| v.parse::<f64>().ok())
@@ -98,6 +105,23 @@ mod tests {
         assert_eq!(
             Language::Node.default_workers(&env(&[("OPR_RUNTIME_WORKERS", "3")])),
             3
+        );
+        assert_eq!(
+            Language::Bun.default_workers(&env(&[("OPEN_RUNTIMES_CPUS", "4")])),
+            1
+        );
+    }
+
+    #[test]
+    fn bun_runs_the_node_worker_on_typescript_by_default() {
+        let bun = Language::parse("bun").expect("bun is known");
+        assert_eq!(bun, Language::Bun);
+        assert_eq!(bun.name(), "bun");
+        assert_eq!(bun.default_entrypoint(), "index.ts");
+        assert_eq!(bun.default_interpreter(), PathBuf::from("bun"));
+        assert_eq!(
+            bun.worker_file(Path::new("/srv")),
+            PathBuf::from("/srv/src/worker.js")
         );
     }
 }

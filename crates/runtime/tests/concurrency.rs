@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-for_both_languages!(
+for_all_languages!(
     two_hundred_concurrent_requests_each_log_only_their_own_lines,
     concurrent_requests_on_two_workers_each_log_only_their_own_lines,
     slow_async_requests_run_concurrently,

@@ -1,7 +1,7 @@
 //! Conformance of `opr-runtime` with runtime-protocol §3 and §4, run against
-//! real Node and Python workers. Every behaviour below is a function
-//! `fn behaviour(lang: Lang)`; `for_both_languages!` turns each into the
-//! tests `node::behaviour` and `python::behaviour`.
+//! real Node, Python and Bun workers. Every behaviour below is a function
+//! `fn behaviour(lang: Lang)`; `for_all_languages!` turns each into the
+//! tests `node::behaviour`, `python::behaviour` and `bun::behaviour`.
 
 #[macro_use]
 mod common;
@@ -10,7 +10,7 @@ use common::*;
 use reqwest::Method;
 use serde_json::json;
 
-for_both_languages!(
+for_all_languages!(
     // §3.1 HTTP/1.1
     keep_alive_serves_several_requests_on_one_connection,
     // §3.3 reserved paths
@@ -1397,6 +1397,7 @@ fn missing_entrypoint_gets_503_empty_and_does_not_exist_error(lang: Lang) {
     let entrypoint = match lang {
         Lang::Node => "missing.js",
         Lang::Python => "missing.py",
+        Lang::Bun => "missing.ts",
     };
     let rt = Runtime::builder(lang, "basic")
         .entrypoint(entrypoint)
@@ -1410,11 +1411,7 @@ fn missing_entrypoint_gets_503_empty_and_does_not_exist_error(lang: Lang) {
 
 fn syntax_error_gets_503_empty_and_syntax_error_message(lang: Lang) {
     let rt = Runtime::start(lang, "syntax-error");
-    assert_guard(
-        &rt,
-        503,
-        &format!("Syntax error in {}", lang.default_entrypoint()),
-    );
+    assert_guard(&rt, 503, &format!("Syntax error in {}", lang.entrypoint()));
 }
 
 fn module_without_function_gets_503_empty_and_signature_error(lang: Lang) {
@@ -1438,9 +1435,9 @@ fn exception_gets_500_empty_with_stack_in_errors_log_only(lang: Lang) {
         "errors: {errors:?}"
     );
     assert!(
-        errors.contains(lang.default_entrypoint()),
+        errors.contains(lang.entrypoint()),
         "stack must name the entrypoint {}: {errors:?}",
-        lang.default_entrypoint()
+        lang.entrypoint()
     );
     assert_eq!(
         rt.logs("thrown"),
@@ -1489,12 +1486,12 @@ fn missing_return_gets_500_empty_with_hint(lang: Lang) {
 
 fn open_runtimes_file_overrides_the_entrypoint(lang: Lang) {
     let rt = Runtime::builder(lang, "entrypoint-override")
-        .entrypoint(lang.default_entrypoint())
+        .entrypoint(lang.entrypoint())
         .start();
     let resp = send(rt.request(Method::GET, "/"));
     assert_eq!(resp.status, 200, "{}", resp.text());
     let expected = match lang {
-        Lang::Node => "from custom.js",
+        Lang::Node | Lang::Bun => "from custom.js",
         Lang::Python => "from custom.py",
     };
     assert_eq!(resp.text(), expected);
@@ -1510,6 +1507,10 @@ fn failed_load_is_retried_on_the_next_request(lang: Lang) {
         Lang::Python => (
             "later.py",
             "async def main(context):\n    return context.res.text(\"loaded later\")\n",
+        ),
+        Lang::Bun => (
+            "later.ts",
+            "export default async (context: any): Promise<unknown> =>\n  context.res.text('loaded later');\n",
         ),
     };
     let rt = Runtime::builder(lang, "basic")
@@ -1537,30 +1538,34 @@ fn sync_function_is_supported(lang: Lang) {
 }
 
 // ---------------------------------------------------------------------------
-// Node only: module formats
+// Node and Bun (the JavaScript worker): module formats
 
-mod node_only {
+mod javascript {
     use super::*;
 
-    #[test]
-    fn commonjs_module_exports_function_is_loaded() {
-        let rt = Runtime::start(Lang::Node, "sync");
+    for_javascript_runtimes!(
+        commonjs_module_exports_function_is_loaded,
+        esm_mjs_default_export_is_loaded,
+        web_headers_object_gives_repeated_set_cookie_lines,
+        esm_package_type_module_default_export_is_loaded,
+    );
+
+    fn commonjs_module_exports_function_is_loaded(lang: Lang) {
+        let rt = Runtime::start(lang, "sync");
         let resp = send(rt.request(Method::GET, "/"));
         assert_eq!((resp.status, resp.text().as_str()), (200, "sync GET"));
     }
 
-    #[test]
-    fn esm_mjs_default_export_is_loaded() {
-        let rt = Runtime::builder(Lang::Node, "esm-mjs")
+    fn esm_mjs_default_export_is_loaded(lang: Lang) {
+        let rt = Runtime::builder(lang, "esm-mjs")
             .entrypoint("index.mjs")
             .start();
         let resp = send(rt.request(Method::GET, "/"));
         assert_eq!((resp.status, resp.text().as_str()), (200, "esm mjs"));
     }
 
-    #[test]
-    fn web_headers_object_gives_repeated_set_cookie_lines() {
-        let rt = basic(Lang::Node);
+    fn web_headers_object_gives_repeated_set_cookie_lines(lang: Lang) {
+        let rt = basic(lang);
         let resp = run(&rt, "res-headers-object");
         assert_eq!(resp.status, 200);
         assert_eq!(
@@ -1576,10 +1581,82 @@ mod node_only {
         );
     }
 
-    #[test]
-    fn esm_package_type_module_default_export_is_loaded() {
-        let rt = Runtime::start(Lang::Node, "esm-package");
+    fn esm_package_type_module_default_export_is_loaded(lang: Lang) {
+        let rt = Runtime::start(lang, "esm-package");
         let resp = send(rt.request(Method::GET, "/"));
         assert_eq!((resp.status, resp.text().as_str()), (200, "esm package"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bun only: TypeScript entrypoints (fixtures/bun), run as they are
+
+mod bun_only {
+    use super::*;
+
+    /// No `OPEN_RUNTIMES_ENTRYPOINT`: Bun's default `index.ts` is served,
+    /// with its types, enum and TypeScript import.
+    #[test]
+    fn typescript_entrypoint_is_the_default_and_runs_without_a_build() {
+        let rt = Runtime::start(Lang::Bun, "typescript");
+        let resp = send(
+            rt.request(Method::GET, "/?name=Bun")
+                .header(LOG_ID_HEADER, "ts"),
+        );
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "Hello, Bun!"),
+            "errors log: {:?}",
+            rt.errors("ts")
+        );
+        assert_eq!(
+            rt.logs("ts"),
+            format!("mode text\n{NATIVE_BANNER}\nnative from typescript\n")
+        );
+        let resp = send(rt.request(Method::GET, "/?mode=json"));
+        assert_eq!(resp.status, 200);
+        assert!(content_type(&resp).starts_with("application/json"));
+        assert_eq!(
+            resp.json(),
+            json!({"text": "Hello, TypeScript!", "language": "typescript"})
+        );
+    }
+
+    #[test]
+    fn typescript_exception_stack_names_the_ts_file() {
+        let rt = Runtime::start(Lang::Bun, "typescript");
+        let resp = send(
+            rt.request(Method::GET, "/throw")
+                .header(LOG_ID_HEADER, "ts-throw"),
+        );
+        assert_eq!((resp.status, resp.text().as_str()), (500, ""));
+        let errors = rt.errors("ts-throw");
+        assert!(
+            errors.contains("typescript exception"),
+            "errors: {errors:?}"
+        );
+        assert!(errors.contains("index.ts"), "errors: {errors:?}");
+    }
+
+    #[test]
+    fn typescript_syntax_error_gets_503_with_the_location() {
+        let rt = Runtime::start(Lang::Bun, "typescript-syntax-error");
+        assert_guard(&rt, 503, "Syntax error in index.ts");
+        let errors = rt.errors("guard");
+        assert!(errors.contains("index.ts:2\n"), "errors: {errors:?}");
+        assert!(errors.contains("const answer: = 42;"), "errors: {errors:?}");
+        assert!(errors.contains("SyntaxError: "), "errors: {errors:?}");
+    }
+
+    /// Without the file, the guard names Bun's default entrypoint.
+    #[test]
+    fn missing_default_entrypoint_names_index_ts() {
+        let rt = Runtime::start(Lang::Bun, "typescript");
+        std::fs::remove_file(rt.function_dir.join("index.ts")).expect("remove index.ts");
+        assert_guard(
+            &rt,
+            503,
+            "Failed to load entrypoint, file index.ts does not exist.",
+        );
     }
 }

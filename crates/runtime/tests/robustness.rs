@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-for_both_languages!(
+for_all_languages!(
     endless_cpu_loop_times_out_with_500_and_next_request_succeeds,
     async_sleep_past_timeout_gets_500_keeping_earlier_logs,
     native_capture_is_released_after_a_timeout,

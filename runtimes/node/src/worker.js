@@ -2,6 +2,8 @@
 // Node.js worker for opr-runtime. It speaks docs/worker-protocol.md over the
 // Unix socket on fd 3, loads the user's function lazily and builds the
 // `context` object of runtime-protocol §4. Plain Node, no dependencies.
+// Bun runs this same file (runtimes/bun/src/worker.js links here); the few
+// places where Bun differs are detected by the feature, not forked.
 
 const net = require('net');
 const fs = require('fs');
@@ -20,11 +22,55 @@ const MAX_FRAME = 64 * 1024 * 1024;
 const INLINE_BODY = 64 * 1024; // bodies up to this size are copied into the frame buffer
 const LOG_CHARS = 16002; // >= 8001 code points: enough for opr-runtime to cut at 8000 and say so
 
-const sock = new net.Socket({ fd: 3, readable: true, writable: true });
+const sock = openChannel(3);
 const als = new AsyncLocalStorage(); // current invocation, for native output
 const invocations = new Map(); // id -> invocation still waiting for its RESULT
 let functionDir = null, entrypoint = null, configureCount = 0;
 let userFn = null, loading = null; // cached function / load in progress
+
+// ---- the protocol socket ----------------------------------------------------
+
+// Node adopts the socket as a net.Socket. Bun's net.Socket cannot write to an
+// adopted fd (writes fail with ERR_SOCKET_CLOSED), but Bun.connect({ fd })
+// can: where that API exists the socket is opened with it, behind the part of
+// the net.Socket interface used here (write, destroy, data/close/error).
+function openChannel(fd) {
+  if (typeof Bun === 'undefined' || typeof Bun.connect !== 'function') {
+    return new net.Socket({ fd, readable: true, writable: true });
+  }
+  const ch = new (require('events').EventEmitter)();
+  let socket = null, closed = false;
+  const queue = []; // bytes not written yet, in order (before open, or backpressure)
+  const failed = (err) => { if (!closed) { closed = true; ch.emit('error', err); } };
+  // Writes what the kernel takes; a short write waits for `drain`.
+  const flush = () => {
+    while (queue.length && socket !== null) {
+      const buf = queue[0];
+      const n = socket.write(buf);
+      if (n < 0) return failed(new Error('write to the runtime socket failed'));
+      if (n < buf.length) { queue[0] = buf.subarray(n); return; }
+      queue.shift();
+    }
+  };
+  ch.write = (data) => {
+    if (closed) return false;
+    queue.push(typeof data === 'string' ? Buffer.from(data) : data);
+    if (queue.length === 1) flush();
+    return queue.length === 0;
+  };
+  ch.destroy = () => { if (socket !== null) socket.end(); else failed(new Error('closed')); };
+  Bun.connect({
+    fd,
+    socket: {
+      open(s) { socket = s; flush(); },
+      data(_s, chunk) { ch.emit('data', chunk); },
+      drain() { flush(); },
+      close() { if (!closed) { closed = true; ch.emit('close'); } },
+      error(_s, err) { failed(err); },
+    },
+  }).catch(failed);
+  return ch;
+}
 
 // ---- frames out ----------------------------------------------------------
 
@@ -103,6 +149,19 @@ function captureWrites(stream) {
 }
 captureWrites(process.stdout);
 const realStderr = captureWrites(process.stderr);
+
+// Bun's global console is native: it writes to fds 1 and 2 itself, past
+// process.stdout/stderr. There its methods are taken from a node:console
+// Console on those streams, so console output reaches the patched writes
+// above (and, outside an invocation, the real streams) as it does in Node.
+if (typeof Bun !== 'undefined') {
+  const streamConsole = new (require('console').Console)({ stdout: process.stdout, stderr: process.stderr });
+  for (const name of Object.keys(console)) {
+    if (typeof console[name] === 'function' && typeof streamConsole[name] === 'function') {
+      console[name] = streamConsole[name].bind(streamConsole);
+    }
+  }
+}
 
 // Background failures must not take the worker (and every request on it) down.
 process.on('uncaughtException', (err) => realStderr(`Uncaught exception: ${errorText(err)}\n`));
@@ -230,6 +289,8 @@ async function loadFunction() {
       mod = await import(url);
     }
   } catch (e) {
+    const built = buildMessages(e);
+    if (built) throw new LoadError('syntax', built.map(buildMessageText).join('\n\n'));
     if (isCompileError(e)) throw new LoadError('syntax', await syntaxDetail(e, file));
     throw new LoadError('other', errorText(e));
   }
@@ -244,6 +305,22 @@ async function loadFunction() {
 function isCompileError(e) {
   if (!(e instanceof SyntaxError) || typeof e.stack !== 'string') return false;
   return !e.stack.startsWith('SyntaxError') || /^\s+at [^\n]*node:internal/m.test(e.stack.split('\n')[1] || '');
+}
+
+// Bun (the BuildMessage global) reports code it cannot compile as a
+// BuildMessage, or an AggregateError of them when there are several.
+function buildMessages(e) {
+  if (typeof BuildMessage !== 'function' || e == null) return null;
+  const list = e instanceof AggregateError ? e.errors : [e];
+  return list.length > 0 && list.every((m) => m instanceof BuildMessage) ? list : null;
+}
+
+// Written like Node's compile errors: location, the line, a caret, message.
+function buildMessageText(m) {
+  const p = m.position;
+  if (!p || !p.file) return `SyntaxError: ${m.message}`;
+  const caret = `${' '.repeat(Math.max(0, (p.column || 1) - 1))}^`;
+  return `${p.file}:${p.line}\n${p.lineText}\n${caret}\n\nSyntaxError: ${m.message}`;
 }
 
 // CommonJS compile errors carry "file:line, code, caret" in their stack; ESM
@@ -393,4 +470,6 @@ sock.on('data', (chunk) => {
 sock.on('close', () => process.exit(0));
 sock.on('error', () => process.exit(1));
 
-sendSimple(READY, 0, Buffer.from(JSON.stringify({ language: 'node', version: process.versions.node, pid: process.pid })));
+const runtime = process.versions.bun ? { language: 'bun', version: process.versions.bun }
+  : { language: 'node', version: process.versions.node };
+sendSimple(READY, 0, Buffer.from(JSON.stringify({ ...runtime, pid: process.pid })));

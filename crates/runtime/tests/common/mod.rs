@@ -39,6 +39,9 @@ pub const REQUEST_WAIT: Duration = Duration::from_secs(30);
 pub enum Lang {
     Node,
     Python,
+    /// Bun runs the Node worker, and the Node fixtures (plain JavaScript)
+    /// unless `fixtures/bun/<name>` exists.
+    Bun,
 }
 
 impl Lang {
@@ -46,13 +49,16 @@ impl Lang {
         match self {
             Lang::Node => "node",
             Lang::Python => "python",
+            Lang::Bun => "bun",
         }
     }
 
-    /// The runtime's default entrypoint (docs/runtime.md).
-    pub fn default_entrypoint(self) -> &'static str {
+    /// The entrypoint of the shared fixtures. It is the runtime's default
+    /// (docs/runtime.md) except for Bun, whose default is `index.ts`: Bun
+    /// runs the Node fixtures with `OPEN_RUNTIMES_ENTRYPOINT=index.js`.
+    pub fn entrypoint(self) -> &'static str {
         match self {
-            Lang::Node => "index.js",
+            Lang::Node | Lang::Bun => "index.js",
             Lang::Python => "main.py",
         }
     }
@@ -63,10 +69,12 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn fixture_dir(lang: Lang, fixture: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(lang.name())
-        .join(fixture)
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let own = fixtures.join(lang.name()).join(fixture);
+    if lang == Lang::Bun && !own.is_dir() {
+        return fixtures.join(Lang::Node.name()).join(fixture);
+    }
+    own
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -154,6 +162,15 @@ impl RuntimeBuilder {
             .stderr(Stdio::piped());
         if let Some(secret) = &self.secret {
             command.env("OPEN_RUNTIMES_SECRET", secret);
+        }
+        // A Node fixture run by Bun: its entrypoint is not Bun's default.
+        let shared = !fixture_dir(self.lang, &self.fixture).starts_with(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(self.lang.name()),
+        );
+        if shared {
+            command.env("OPEN_RUNTIMES_ENTRYPOINT", self.lang.entrypoint());
         }
         for (key, value) in &self.env {
             command.env(key, value);
@@ -640,26 +657,35 @@ pub fn raw_request(method: &str, target: &str, headers: &[(&str, &str)], body: &
     out
 }
 
-/// Defines one `#[test]` per language for each behaviour function
-/// `fn name(lang: Lang)` in scope: `node::name` and `python::name`.
-/// Use with `#[macro_use] mod common;`.
-macro_rules! for_both_languages {
+/// Defines one `#[test]` in module `$module` for each behaviour function
+/// `fn name(lang: Lang)` in scope, run with `Lang::$lang`. Use the two
+/// macros below, with `#[macro_use] mod common;`.
+macro_rules! tests_for_language {
+    ($module:ident, $lang:ident, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Lang::$lang);
+                }
+            )*
+        }
+    };
+}
+
+/// `node::name`, `python::name` and `bun::name` for each `fn name(lang: Lang)`.
+macro_rules! for_all_languages {
     ($($name:ident),* $(,)?) => {
-        mod node {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::common::Lang::Node);
-                }
-            )*
-        }
-        mod python {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::common::Lang::Python);
-                }
-            )*
-        }
+        tests_for_language!(node, Node, $($name),*);
+        tests_for_language!(python, Python, $($name),*);
+        tests_for_language!(bun, Bun, $($name),*);
+    };
+}
+
+/// `node::name` and `bun::name`: behaviours of the JavaScript worker.
+macro_rules! for_javascript_runtimes {
+    ($($name:ident),* $(,)?) => {
+        tests_for_language!(node, Node, $($name),*);
+        tests_for_language!(bun, Bun, $($name),*);
     };
 }
