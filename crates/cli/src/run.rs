@@ -20,13 +20,14 @@ const PASSED_THROUGH: [&str; 4] = [
 pub struct RunArgs {
     /// Folder holding the function.
     folder: PathBuf,
-    /// node or python.
+    /// node, python or bun.
     #[arg(long)]
     runtime: String,
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 3000)]
     port: u16,
-    /// Entrypoint file, relative to the folder (default index.js / main.py).
+    /// Entrypoint file, relative to the folder (default index.js / main.py /
+    /// index.ts).
     #[arg(long)]
     entrypoint: Option<String>,
     /// Where per-request log files go (default: a folder under the system temp dir).
@@ -43,7 +44,7 @@ pub struct RunArgs {
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
     let language = Language::parse(&args.runtime).with_context(|| {
         format!(
-            "unknown runtime {:?}: expected node or python",
+            "unknown runtime {:?}: expected node, python or bun",
             args.runtime
         )
     })?;
@@ -122,9 +123,14 @@ fn runtime_env(
             std::env::temp_dir().display().to_string(),
         ),
     ]);
-    if language == Language::Node {
-        // `node` may live outside the default PATH (nvm and the like).
-        if let Some(dir) = which("node").and_then(|p| p.parent().map(Path::to_path_buf)) {
+    let interpreter = match language {
+        Language::Node => Some("node"),
+        Language::Bun => Some("bun"),
+        Language::Python => None,
+    };
+    if let Some(program) = interpreter {
+        // `node` and `bun` may live outside the default PATH (nvm, ~/.bun).
+        if let Some(dir) = which(program).and_then(|p| p.parent().map(Path::to_path_buf)) {
             env.insert(
                 "PATH".into(),
                 format!("{}:/usr/local/bin:/usr/bin:/bin", dir.display()),
@@ -169,6 +175,15 @@ fn install_dependencies(language: Language, folder: &Path) -> anyhow::Result<()>
             run_install(
                 Command::new("npm")
                     .args([verb, "--no-audit", "--no-fund"])
+                    .current_dir(folder),
+            )
+        }
+        Language::Bun if folder.join("package.json").is_file() => {
+            eprintln!("opr: bun install in {}", folder.display());
+            run_install(
+                Command::new("bun")
+                    .arg("install")
+                    .env_remove("NODE_EXTRA_CA_CERTS")
                     .current_dir(folder),
             )
         }

@@ -28,7 +28,7 @@ struct Example {
     entrypoint: &'static str,
 }
 
-const EXAMPLES: [Example; 2] = [
+const EXAMPLES: [Example; 3] = [
     Example {
         id: "node-example",
         language: "node",
@@ -40,6 +40,12 @@ const EXAMPLES: [Example; 2] = [
         language: "python",
         image: "openruntimes/python:v5-3.12",
         entrypoint: "main.py",
+    },
+    Example {
+        id: "bun-example",
+        language: "bun",
+        image: "openruntimes/bun:v5-1.1",
+        entrypoint: "index.ts",
     },
 ];
 

@@ -133,6 +133,73 @@ fn python_default_install_puts_a_pip_dependency_into_the_package() {
     assert!(file.contains("runtime-env"), "idna imported from {file}");
 }
 
+/// Bun with a real npm dependency, default install step `bun install`:
+/// it follows bun.lock (is-odd 3.0.0), and the TypeScript entrypoint
+/// imports the installed package when the package is served.
+#[test]
+fn bun_default_install_puts_an_npm_dependency_into_the_package() {
+    let ex = executor().start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let with_lock = tmp.path().join("with-lock");
+    let without_lock = tmp.path().join("without-lock");
+    copy_dir(&fixture("bun-npm"), &with_lock, &[]);
+    copy_dir(&fixture("bun-npm"), &without_lock, &["bun.lock"]);
+    let dest = tmp.path().join("out");
+
+    let locked = build_ok(
+        &ex,
+        &build_body(BUN_IMAGE, "index.ts", folder(&with_lock), &dest),
+    );
+    let log = build_log(&locked);
+    assert!(
+        log.contains("Install step: bun install") && !log.contains("npm "),
+        "default install step:\n{log}"
+    );
+    let files = tar_entries(&package_path(&locked));
+    assert!(
+        files
+            .iter()
+            .any(|f| f == "node_modules/is-odd/package.json"),
+        "the package holds the installed dependency: {files:?}"
+    );
+    let a = serve_json(
+        &ex,
+        &unique_id("bun-lock"),
+        BUN_IMAGE,
+        "index.ts",
+        &package_path(&locked),
+        "/?n=3",
+    );
+    assert_eq!(a["odd"], true, "{a}");
+    assert_eq!(
+        a["isOddVersion"], "3.0.0",
+        "bun install follows bun.lock: {a}"
+    );
+    assert!(
+        a["runtime"].as_str().is_some_and(|r| r.starts_with("bun ")),
+        "{a}"
+    );
+
+    let unlocked = build_ok(
+        &ex,
+        &build_body(BUN_IMAGE, "index.ts", folder(&without_lock), &dest),
+    );
+    let b = serve_json(
+        &ex,
+        &unique_id("bun-nolock"),
+        BUN_IMAGE,
+        "index.ts",
+        &package_path(&unlocked),
+        "/?n=4",
+    );
+    assert_eq!(b["odd"], false, "{b}");
+    let v = b["isOddVersion"].as_str().expect("version");
+    assert!(
+        v.starts_with("3.") && v != "3.0.0",
+        "bun install resolves ^3.0.0 to the newest 3.x: {b}"
+    );
+}
+
 /// `POST /v1/runtimes` with a `command` is a queue job the call waits for;
 /// the job shows up in `GET /v1/builds`.
 #[test]

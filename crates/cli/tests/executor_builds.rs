@@ -116,6 +116,11 @@ fn python_build_produces_a_package() {
     build_once(Lang::Python);
 }
 
+on_backends!(bun_build_produces_a_package);
+fn bun_build_produces_a_package() {
+    build_once(Lang::Bun);
+}
+
 on_backends!(kept_build_runtime_stays_listed);
 fn kept_build_runtime_stays_listed() {
     let ex = executor().start();

@@ -105,6 +105,32 @@ fn python_runtime_executes_and_logs() {
     assert_eq!(v["errors"], "engine: open-runtimes\n");
 }
 
+// A TypeScript function served by Bun: logs, errors and native output
+// reach their files (the worker's Bun-specific paths: socket, console).
+on_backends!(bun_runtime_executes_typescript_and_logs);
+fn bun_runtime_executes_typescript_and_logs() {
+    let ex = executor().start();
+    let pkg = package(Lang::Bun);
+    let id = unique_id("bun");
+    let v = ex.execute_ok(&id, &pkg.exec("/"));
+    assert_eq!(v["body"], "hello from bun");
+    let v = ex.execute_ok(&id, &json!({ "path": "/log" }));
+    assert_eq!(v["body"], "logged");
+    assert_eq!(
+        v["logs"],
+        "engine: open-runtimes\nNative logs detected. Use context.log() or context.error() \
+         for better experience.\nnative: bun\n"
+    );
+    assert_eq!(v["errors"], "engine: open-runtimes\n");
+    let v = ex.execute_ok(&id, &json!({ "path": "/runtime" }));
+    let body: Value = serde_json::from_str(v["body"].as_str().expect("body")).expect("json");
+    assert!(
+        body["bun"].as_str().is_some_and(|b| !b.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["typed"], true);
+}
+
 on_backends!(logs_and_errors_exact_and_logging_switch);
 fn logs_and_errors_exact_and_logging_switch() {
     let ex = executor().start();

@@ -322,7 +322,8 @@ fn store_error(e: opr_build::StoreError) -> ApiError {
 }
 
 /// The install step when a build names none: `npm ci` with a lockfile,
-/// else `npm install`; `pip install -r requirements.txt` into the package.
+/// else `npm install`; `bun install` for Bun; `pip install -r
+/// requirements.txt` into the package.
 /// The step prints the command it chose, so the build log says which.
 ///
 /// `npm ci --prefer-offline`: a lockfile pins versions and integrity, so a
@@ -348,6 +349,17 @@ pub fn default_install(image: &str) -> &'static str {
             "else set -- npm install; fi; ",
             "set -- \"$@\" --no-audit --no-fund; ",
             "echo \"Install step: $*\"; \"$@\"; fi; fi"
+        ),
+        // Bun reads its own lockfile, else npm's or yarn's, and installs
+        // into node_modules like npm.
+        Some(ImageLanguage::Bun) => concat!(
+            "if [ -f package.json ]; then ",
+            "if [ \"${OPR_DEPENDENCIES_REUSED:-}\" = 1 ]; then ",
+            "echo 'Install step skipped: node_modules restored from the build cache, ",
+            "package files unchanged.'; ",
+            "else ",
+            "echo 'Install step: bun install'; ",
+            "bun install; fi; fi"
         ),
         Some(ImageLanguage::Python) => concat!(
             "if [ -f requirements.txt ]; then ",
@@ -585,8 +597,13 @@ mod tests {
     fn default_install_steps_by_language() {
         assert!(default_install("openruntimes/node:v5-22").contains("npm ci"));
         assert!(default_install("python-3.12").contains("pip install -r requirements.txt"));
-        // Both skip themselves when the helpers restored the dependencies.
-        for image in ["openruntimes/node:v5-22", "openruntimes/python:v5-3.12"] {
+        assert!(default_install("openruntimes/bun:v5-1.1").contains("bun install"));
+        // All skip themselves when the helpers restored the dependencies.
+        for image in [
+            "openruntimes/node:v5-22",
+            "openruntimes/python:v5-3.12",
+            "openruntimes/bun:v5-1.1",
+        ] {
             assert!(
                 default_install(image).contains("\"${OPR_DEPENDENCIES_REUSED:-}\" = 1"),
                 "{image}"

@@ -1,10 +1,12 @@
 //! Image names map to languages by repository name, so
-//! `openruntimes/node:v5-22`, `node-22` and `node` all mean Node.
+//! `openruntimes/node:v5-22`, `node-22` and `node` all mean Node, and
+//! `openruntimes/bun:v5-1.1` and `bun-1.1` mean Bun.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageLanguage {
     Node,
     Python,
+    Bun,
 }
 
 impl ImageLanguage {
@@ -12,6 +14,7 @@ impl ImageLanguage {
         match self {
             ImageLanguage::Node => "node",
             ImageLanguage::Python => "python",
+            ImageLanguage::Bun => "bun",
         }
     }
 }
@@ -28,6 +31,7 @@ pub fn language_of_image(image: &str) -> Option<ImageLanguage> {
     match base {
         "node" => Some(ImageLanguage::Node),
         "python" => Some(ImageLanguage::Python),
+        "bun" => Some(ImageLanguage::Bun),
         _ => None,
     }
 }
@@ -48,6 +52,9 @@ mod tests {
             ),
             ("openruntimes/python:v5-3.12", Some(ImageLanguage::Python)),
             ("python-3.12", Some(ImageLanguage::Python)),
+            ("openruntimes/bun:v5-1.1", Some(ImageLanguage::Bun)),
+            ("bun-1.1", Some(ImageLanguage::Bun)),
+            ("bun", Some(ImageLanguage::Bun)),
             ("openruntimes/python-ml:v5-3.12", None),
             ("openruntimes/php:v5-8.3", None),
             ("", None),

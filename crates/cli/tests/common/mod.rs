@@ -28,12 +28,16 @@ use std::time::{Duration, Instant};
 
 pub const NODE_IMAGE: &str = "openruntimes/node:v5-22";
 pub const PYTHON_IMAGE: &str = "openruntimes/python:v5-3.12";
+pub const BUN_IMAGE: &str = "openruntimes/bun:v5-1.1";
 /// The build command Appwrite sends (runtime-protocol §5.3), Node.
 pub const NODE_BUILD: &str =
     "tar -zxf /tmp/code.tar.gz -C /mnt/code && bash helpers/build.sh \"npm install --no-audit --no-fund\"";
 /// Python: the install command of the fixture.
 pub const PYTHON_BUILD: &str =
     "tar -zxf /tmp/code.tar.gz -C /mnt/code && bash helpers/build.sh \"pip install -r requirements.txt\"";
+/// Bun: the install command Open Runtimes' Bun runtime uses.
+pub const BUN_BUILD: &str =
+    "tar -zxf /tmp/code.tar.gz -C /mnt/code && bash helpers/build.sh \"bun install\"";
 /// The start command Appwrite sends (runtime-protocol §5.3).
 pub const RUNTIME_ENTRYPOINT: &str =
     "cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh \"bash helpers/server.sh\"";
@@ -618,6 +622,7 @@ impl Drop for Executor {
 pub enum Lang {
     Node,
     Python,
+    Bun,
 }
 
 impl Lang {
@@ -625,24 +630,28 @@ impl Lang {
         match self {
             Lang::Node => "node",
             Lang::Python => "python",
+            Lang::Bun => "bun",
         }
     }
     pub fn image(self) -> &'static str {
         match self {
             Lang::Node => NODE_IMAGE,
             Lang::Python => PYTHON_IMAGE,
+            Lang::Bun => BUN_IMAGE,
         }
     }
     pub fn entrypoint(self) -> &'static str {
         match self {
             Lang::Node => "index.js",
             Lang::Python => "main.py",
+            Lang::Bun => "index.ts",
         }
     }
     pub fn build_command(self) -> &'static str {
         match self {
             Lang::Node => NODE_BUILD,
             Lang::Python => PYTHON_BUILD,
+            Lang::Bun => BUN_BUILD,
         }
     }
 }

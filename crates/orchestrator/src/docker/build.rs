@@ -210,8 +210,57 @@ pub async fn ensure_base(
     Ok(true)
 }
 
+/// Context folder of host programs. No registry can be reached, so a
+/// runtime whose toolchain Debian does not ship (Bun) copies the one
+/// installed on the host: `COPY .opr-host/<name> …` in a Dockerfile puts the
+/// file `PATH` resolves `<name>` to (links followed) into the context there.
+pub const HOST_PROGRAMS: &str = ".opr-host/";
+
+/// The host programs a Dockerfile's `COPY` lines ask for, as
+/// `(context path, host file)`, looked up in `path_var` (a `PATH` value).
+pub fn host_programs(dockerfile: &str, path_var: &str) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    let copies = dockerfile
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.get(..5).is_some_and(|w| w.eq_ignore_ascii_case("copy ")));
+    for line in copies {
+        for (i, _) in line.match_indices(HOST_PROGRAMS) {
+            let name: String = line[i + HOST_PROGRAMS.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            let rel = format!("{HOST_PROGRAMS}{name}");
+            if name.is_empty() || name.starts_with('.') || out.iter().any(|(r, _)| *r == rel) {
+                continue;
+            }
+            let found = path_var
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join(&name))
+                .find(|p| is_executable(p))
+                .ok_or_else(|| {
+                    failed(format!(
+                        "the Dockerfile copies the host's {name} ({rel}), which is not on \
+                         PATH: install it first (scripts/setup.sh)"
+                    ))
+                })?;
+            let real = std::fs::canonicalize(&found)
+                .map_err(|e| failed(format!("cannot resolve {}: {e}", found.display())))?;
+            out.push((rel, real));
+        }
+    }
+    Ok(out)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// The context archive of one runtime image: what the Dockerfile's
-/// `.dockerignore` lets through, and the Dockerfile.
+/// `.dockerignore` lets through, the host programs it copies, and the
+/// Dockerfile.
 fn context_archive(cfg: &BuildConfig, dockerfile: &Path) -> Result<(Vec<u8>, String)> {
     let context_dir = &cfg.context_dir;
     let rel = dockerfile
@@ -247,14 +296,13 @@ fn context_archive(cfg: &BuildConfig, dockerfile: &Path) -> Result<(Vec<u8>, Str
             )));
         }
     }
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let mut extra = host_programs(&text, &path_var)?;
+    extra.push((rel.clone(), dockerfile.to_owned()));
     let entries = context::collect(context_dir, &ignore)
         .map_err(|e| failed(format!("cannot read the build context: {e}")))?;
-    let tar = context::tar(
-        context_dir,
-        &entries,
-        &[(rel.clone(), dockerfile.to_owned())],
-    )
-    .map_err(|e| failed(format!("cannot pack the build context: {e}")))?;
+    let tar = context::tar(context_dir, &entries, &extra)
+        .map_err(|e| failed(format!("cannot pack the build context: {e}")))?;
     Ok((tar, rel))
 }
 
@@ -372,6 +420,36 @@ mod tests {
         assert_eq!(short_id("sha256:0123456789abcdef"), "0123456789ab");
         assert_eq!(content_hash(b""), "cbf29ce484222325");
         assert_ne!(content_hash(b"a"), content_hash(b"b"));
+    }
+
+    #[test]
+    fn host_programs_come_from_path_for_copy_lines_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let real = dir.path().join("tool-1.0");
+        std::fs::write(&real, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        std::os::unix::fs::symlink(&real, bin.join("tool")).expect("symlink");
+        std::fs::write(bin.join("plain"), "not executable").expect("write");
+        let path_var = format!("/nonexistent:{}", bin.display());
+        let dockerfile = "# COPY .opr-host/ghost is only a comment\n\
+                          FROM x\n\
+                          RUN echo .opr-host/ghost\n\
+                          COPY .opr-host/tool /usr/local/bin/tool\n\
+                          copy .opr-host/tool /again\n";
+        let found = host_programs(dockerfile, &path_var).expect("found");
+        let real = std::fs::canonicalize(&real).expect("canonical");
+        assert_eq!(found, vec![(".opr-host/tool".to_string(), real)]);
+        assert!(host_programs("FROM x\n", &path_var)
+            .expect("none")
+            .is_empty());
+        let missing = host_programs("COPY .opr-host/plain /p\n", &path_var);
+        assert!(
+            matches!(&missing, Err(OrchestratorError::Failed(m)) if m.contains("not on PATH")),
+            "{missing:?}"
+        );
     }
 
     #[test]

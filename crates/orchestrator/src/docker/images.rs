@@ -47,8 +47,9 @@ pub struct RuntimeImage {
     pub aliases: &'static [&'static str],
 }
 
-/// Debian 12 ships Node 18 and Python 3.11: the aliases name the versions
-/// Open Runtimes clients ask for, not the versions inside (docs/docker.md).
+/// Debian 12 ships Node 18 and Python 3.11, and the Bun image holds the
+/// host's Bun: the aliases name the versions Open Runtimes clients ask for,
+/// not the versions inside (docs/docker.md).
 pub const RUNTIME_IMAGES: &[RuntimeImage] = &[
     RuntimeImage {
         language: "node",
@@ -73,6 +74,16 @@ pub const RUNTIME_IMAGES: &[RuntimeImage] = &[
             "openruntimes/python:v5-3.10",
             "python-3.12:latest",
             "python-3.11:latest",
+        ],
+    },
+    RuntimeImage {
+        language: "bun",
+        image: "opr/bun:latest",
+        aliases: &[
+            "openruntimes/bun:v5-1.1",
+            "openruntimes/bun:v5-1.0",
+            "bun-1.1:latest",
+            "bun-1.0:latest",
         ],
     },
 ];
@@ -163,6 +174,8 @@ mod tests {
         }
         assert_eq!(pool_key("openruntimes/python:v5-3.12"), "opr/python:latest");
         assert_ne!(pool_key("python-3.11"), node);
+        assert_eq!(pool_key("openruntimes/bun:v5-1.1"), "opr/bun:latest");
+        assert_eq!(pool_key("bun-1.1"), "opr/bun:latest");
         // Not ours: pooled alone, whatever language the name suggests.
         assert_eq!(pool_key("myorg/node:v5-22"), "myorg/node:v5-22");
         assert_eq!(pool_key("node"), "node:latest");
@@ -176,6 +189,10 @@ mod tests {
         let (image, aliases) = runtime_image("python");
         assert_eq!(image, "opr/python:latest");
         assert!(aliases.contains(&"openruntimes/python:v5-3.12".to_string()));
+        let (image, aliases) = runtime_image("bun");
+        assert_eq!(image, "opr/bun:latest");
+        assert!(aliases.contains(&"openruntimes/bun:v5-1.1".to_string()));
+        assert!(aliases.contains(&"bun-1.1:latest".to_string()));
         assert_eq!(runtime_image("php"), ("opr/php:latest".into(), vec![]));
         // Every alias is known to language_of_image as the same language.
         for r in RUNTIME_IMAGES {

@@ -683,6 +683,7 @@ macro_rules! for_all_languages {
 }
 
 /// `node::name` and `bun::name`: behaviours of the JavaScript worker.
+#[allow(unused_macros)] // not every test binary has JavaScript-only tests
 macro_rules! for_javascript_runtimes {
     ($($name:ident),* $(,)?) => {
         tests_for_language!(node, Node, $($name),*);
