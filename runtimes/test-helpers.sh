@@ -18,7 +18,7 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 langs=("$@")
-((${#langs[@]})) || langs=(node python)
+((${#langs[@]})) || langs=(node python bun)
 
 passed=0
 failed=0
@@ -104,6 +104,8 @@ fixture() {
     mkdir -p "$dir/lib"
     if [[ $lang == python ]]; then
         printf 'def main(context):\n    return context.res.text("hi")\n' >"$dir/main.py"
+    elif [[ $lang == bun ]]; then
+        printf 'export default async (context: any) => context.res.text("hi");\n' >"$dir/index.ts"
     else
         printf 'module.exports = async (context) => context.res.text("hi");\n' >"$dir/index.js"
     fi
@@ -129,16 +131,22 @@ fake_server='echo "booting"; echo "HTTP server successfully started!"; echo "ENT
 
 # ------------------------------------------------------------------ tests
 
-# The two runtimes share one set of helpers; only hooks/ differs.
-if [[ -d $here/node/helpers && -d $here/python/helpers ]]; then
-    check "node and python helpers are identical" diff -r "$here/node/helpers" "$here/python/helpers"
-fi
+# The runtimes share one set of helpers; only hooks/ differs.
+for other in python bun; do
+    if [[ -d $here/node/helpers && -d $here/$other/helpers ]]; then
+        check "node and $other helpers are identical" diff -r "$here/node/helpers" "$here/$other/helpers"
+    fi
+done
 
 for lang in "${langs[@]}"; do
     helpers=$here/$lang/helpers
     box=$work/$lang
     last_log=
-    if [[ $lang == python ]]; then entry=main.py; else entry=index.js; fi
+    case $lang in
+        python) entry=main.py ;;
+        bun) entry=index.ts ;;
+        *) entry=index.js ;;
+    esac
     echo "# $lang"
 
     # --- script files (§5.3)
