@@ -123,6 +123,40 @@ fn warm_pool_makes_cold_starts_faster() {
     assert_eq!(v["logs"], "engine: open-runtimes\n");
 }
 
+// A pooled Bun runtime (a standby worker under bun) assigned a TypeScript
+// package: the assignment's CONFIGURE reaches the worker, the variables
+// apply, the standby hint is gone, and logs belong to the request.
+on_backends!(bun_warm_pool_runtime_serves_typescript: process, docker);
+fn bun_warm_pool_runtime_serves_typescript() {
+    let pkg = package(Lang::Bun);
+    let pooled = executor()
+        .env("OPR_EXECUTOR_WARM_POOL", &format!("{BUN_IMAGE}=1"))
+        .start();
+    let mut body = pkg.exec("/env");
+    body["variables"] = json!({ "POOL_VAR": "assigned to bun" });
+    let (id, _, v) = pool_cold_start(&pooled, &body);
+    let env = env_of(&v);
+    assert_eq!(env["POOL_VAR"], "assigned to bun", "{env}");
+    assert!(
+        env.get("OPR_WORKER_STANDBY").is_none(),
+        "the standby hint leaked into the function: {env}"
+    );
+    let v = pooled.execute_ok(&id, &json!({ "path": "/runtime" }));
+    let runtime = body_json(&v);
+    assert!(
+        runtime["bun"].as_str().is_some_and(|b| !b.is_empty()),
+        "{runtime}"
+    );
+    let v = pooled.execute_ok(&id, &json!({ "path": "/log" }));
+    assert_eq!(v["errors"], "engine: open-runtimes\n");
+    assert!(
+        v["logs"].as_str().is_some_and(
+            |l| l.starts_with("engine: open-runtimes\n") && l.ends_with("native: bun\n")
+        ),
+        "{v}"
+    );
+}
+
 on_backends!(idle_runtimes_are_reaped);
 fn idle_runtimes_are_reaped() {
     let ex = executor()
