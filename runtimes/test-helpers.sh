@@ -251,6 +251,11 @@ for lang in "${langs[@]}"; do
     sandbox "$box"
     fixture "$box/source" "$lang"
     echo "dep==1" >"$box/source/$deps_file"
+    if [[ $lang == bun ]]; then
+        # As in a real project: bun.lock always has a "workspaces" table,
+        # which refers to no local files.
+        printf '{\n  "lockfileVersion": 1,\n  "workspaces": {\n    "": {\n      "name": "fixture",\n    },\n  },\n  "packages": {}\n}\n' >"$box/source/bun.lock"
+    fi
     # A stand-in install step: writes the dependency file into the folder
     # (the virtualenv for python) and counts its runs outside the build.
     deps_install='if [ "${OPR_DEPENDENCIES_REUSED:-}" = 1 ]; then echo "step skipped"; else d=${VIRTUAL_ENV:-$PWD/node_modules}; mkdir -p "$d/opr-test" && cp '"$deps_file"' "$d/opr-test/installed.txt" && echo run >>"$OPR_TEST_RUNS"; fi'

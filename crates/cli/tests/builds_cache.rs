@@ -301,6 +301,64 @@ fn same_lockfile_reuses_node_modules_and_a_changed_lockfile_reinstalls() {
     assert!(log.contains("Install step: npm ci"), "{log}");
 }
 
+/// Bun with its lockfile (bun.lock, whose `workspaces` table refers to no
+/// local files): same inputs reuse node_modules, `bun install` is skipped
+/// and the edited TypeScript is served with the restored dependency.
+#[test]
+fn same_bun_lockfile_reuses_node_modules() {
+    let ex = executor().start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    copy_dir(&fixture("bun-npm"), &src, &[]);
+    let dest = tmp.path().join("out");
+    let key = format!("bun-installed-{}", random_hex(6));
+
+    let cold = build_ok(
+        &ex,
+        &default_step_build(BUN_IMAGE, "index.ts", &src, &key, &dest),
+    );
+    let log = build_log(&cold);
+    assert!(log.contains(NOTHING_CACHED), "{log}");
+    assert!(log.contains("Install step: bun install"), "{log}");
+    assert!(
+        log.contains("Installed dependencies: node_modules saved to the build cache."),
+        "{log}"
+    );
+
+    let index = src.join("index.ts");
+    let code = std::fs::read_to_string(&index).expect("index.ts");
+    let edited = code.replace("runtime: `bun ", "runtime: `edited bun ");
+    assert_ne!(code, edited, "fixture changed");
+    std::fs::write(&index, edited).expect("write index.ts");
+    let warm = build_ok(
+        &ex,
+        &default_step_build(BUN_IMAGE, "index.ts", &src, &key, &dest),
+    );
+    let log = build_log(&warm);
+    assert!(log.contains(RESTORED_NODE), "{log}");
+    assert!(log.contains("Install step skipped"), "{log}");
+    assert!(!log.contains("Install step: bun"), "{log}");
+    let answer = serve_json(
+        &ex,
+        &unique_id("bun-reused"),
+        BUN_IMAGE,
+        "index.ts",
+        &package_path(&warm),
+        "/?n=5",
+    );
+    assert_eq!(
+        (&answer["odd"], &answer["isOddVersion"]),
+        (&json!(true), &json!("3.0.0")),
+        "{answer}"
+    );
+    assert!(
+        answer["runtime"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("edited bun ")),
+        "{answer}"
+    );
+}
+
 #[test]
 fn a_user_npm_install_runs_on_the_restored_tree() {
     let ex = executor().start();

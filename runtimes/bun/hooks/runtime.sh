@@ -14,6 +14,11 @@ OPR_DEPENDENCY_DIR=node_modules
 OPR_DEPENDENCY_FILES=(package.json bun.lock bun.lockb bunfig.toml package-lock.json
     yarn.lock pnpm-lock.yaml .npmrc)
 OPR_DEPENDENCY_LOCAL_PATTERN='"(file|link|portal|workspace):|"workspaces"[[:space:]]*:'
+# Where to look for them: not in Bun's own lockfiles (bun.lock always has a
+# "workspaces" table; bun.lockb is binary). Every local package is declared
+# in package.json, which is looked at.
+OPR_DEPENDENCY_LOCAL_FILES=(package.json package-lock.json npm-shrinkwrap.json
+    yarn.lock pnpm-lock.yaml .npmrc)
 # Bun is its own package manager: its version is the whole toolchain.
 opr_toolchain_version() {
     local v

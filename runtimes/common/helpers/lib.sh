@@ -299,9 +299,15 @@ opr_deps_restore() {
         return 0
     fi
     # Local paths (file:, -e ., -r other.txt) name files the inputs do not
-    # cover: a restored tree could hold an old copy of them.
+    # cover: a restored tree could hold an old copy of them. They are looked
+    # for in OPR_DEPENDENCY_LOCAL_FILES when the hooks name those (files
+    # whose own syntax the pattern would mistake), else in every input file.
+    local -a scanned=("${OPR_DEPENDENCY_FILES[@]}")
+    if declare -p OPR_DEPENDENCY_LOCAL_FILES >/dev/null 2>&1; then
+        scanned=("${OPR_DEPENDENCY_LOCAL_FILES[@]}")
+    fi
     if [[ -n ${OPR_DEPENDENCY_LOCAL_PATTERN:-} ]]; then
-        for f in "${OPR_DEPENDENCY_FILES[@]}"; do
+        for f in "${scanned[@]}"; do
             if [[ -f $f ]] && grep -qE -- "$OPR_DEPENDENCY_LOCAL_PATTERN" "$f"; then
                 opr_log "Installed dependencies: not reused, $f refers to local files."
                 return 0
