@@ -18,6 +18,40 @@ for_all_languages!(
     exception_does_not_break_later_requests,
 );
 
+mod javascript {
+    use super::*;
+
+    for_javascript_runtimes!(background_failures_are_logged_and_do_not_replace_the_worker);
+
+    /// An exception thrown from a timer and a rejection nobody handles, both
+    /// outside any request: written to the container output, and the same
+    /// worker process goes on serving.
+    fn background_failures_are_logged_and_do_not_replace_the_worker(lang: Lang) {
+        let rt = Runtime::start(lang, "basic");
+        let resp = send(rt.action("background-failures"));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let pid = resp.text();
+        let deadline = Instant::now() + REQUEST_WAIT;
+        while !(rt.output_text().contains("background exception")
+            && rt.output_text().contains("background rejection"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no report of the background failures:\n{}",
+                rt.output_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let resp = send(rt.action("pid"));
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, pid),
+            "worker was replaced"
+        );
+        assert_serving(&rt);
+    }
+}
+
 /// The deadline is 1 s; the answer must come soon after it, not at the
 /// client's own timeout.
 fn assert_timed_out_quickly(resp: &Resp, elapsed: Duration) {
