@@ -526,7 +526,9 @@ fn the_build_folder_is_a_bounded_tmpfs_and_a_build_too_big_for_it_moves_to_disk(
     let key = unique_id("bigbuild");
     let mut body = build_body(NODE_IMAGE, "index.js", folder(&src), &dest);
     let probe_here = "stat -f -c 'build-folder-fs=%T' .";
-    body["command"] = json!(format!("head -c 20000000 /dev/zero > big.bin && {probe_here}"));
+    body["command"] = json!(format!(
+        "head -c 20000000 /dev/zero > big.bin && {probe_here}"
+    ));
     body["cacheKey"] = json!(key);
     let retried = build_ok(&ex, &body);
     let log = build_log(&retried);
@@ -541,7 +543,12 @@ fn the_build_folder_is_a_bounded_tmpfs_and_a_build_too_big_for_it_moves_to_disk(
     assert!(!on_disk.starts_with("tmpfs"), "{log}");
     let package = package_path(&retried);
     let listing = run(std::process::Command::new("tar").arg("-tzf").arg(&package));
-    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "big.bin"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "big.bin"),
+        "{listing}"
+    );
     // The next build of this cache key goes to disk at once.
     let again = build_log(&build_ok(&ex, &body));
     assert!(
