@@ -1548,7 +1548,22 @@ mod javascript {
         esm_mjs_default_export_is_loaded,
         web_headers_object_gives_repeated_set_cookie_lines,
         esm_package_type_module_default_export_is_loaded,
+        binary_bodies_of_every_byte_type_are_sent,
     );
+
+    /// `res.binary` takes a Uint8Array, a Buffer, an ArrayBuffer or a web
+    /// Blob, as the official test functions use them.
+    fn binary_bodies_of_every_byte_type_are_sent(lang: Lang) {
+        let rt = Runtime::start(lang, "basic");
+        for kind in ["uint8array", "buffer", "arraybuffer", "blob"] {
+            let resp = send(
+                rt.request(Method::GET, &format!("/?kind={kind}"))
+                    .header("x-action", "res-binary-kinds"),
+            );
+            assert_eq!(resp.status, 200, "{kind}: {}", resp.text());
+            assert_eq!(resp.body, [0x00, 0x0a, 0xff], "{kind}");
+        }
+    }
 
     fn commonjs_module_exports_function_is_loaded(lang: Lang) {
         let rt = Runtime::start(lang, "sync");

@@ -375,9 +375,24 @@ async function run(inv, meta, body) {
     return sendResult(inv, { status: 'exception', message: errorText(e) });
   }
   if (out === undefined || out === null) return sendResult(inv, { status: 'missing_return' });
+  if (typeof out === 'object' && isBlob(out.body)) {
+    // A web Blob (or File) body: its bytes can only be read asynchronously.
+    try {
+      out = { ...out, body: new Uint8Array(await out.body.arrayBuffer()) };
+    } catch (e) {
+      return sendResult(inv, { status: 'exception', message: errorText(e) });
+    }
+  }
   const [resultMeta, bytes, problem] = readOutput(out);
   if (problem) return sendResult(inv, { status: 'invalid_output', detail: problem });
   sendResult(inv, resultMeta, bytes);
+}
+
+// By tag, like Headers below, without touching the global.
+function isBlob(b) {
+  if (b == null || typeof b !== 'object' || typeof b.arrayBuffer !== 'function') return false;
+  const tag = b[Symbol.toStringTag];
+  return tag === 'Blob' || tag === 'File';
 }
 
 // Turns the function's output object into RESULT meta + body (or a problem).
