@@ -15,10 +15,13 @@ LABEL = {
     "python-asyncio": "asyncio (baseline)",
     "opr-python": "opr-runtime + Python worker (async main)",
     "opr-python-sync": "opr-runtime + Python worker (sync main)",
+    "bun-serve": "Bun.serve (baseline)",
+    "opr-bun": "opr-runtime + Bun (Node worker)",
 }
 BASELINE = {"opr-node": "node-http", "opr-python": "python-asyncio",
-            "opr-python-sync": "python-asyncio"}
-ORDER = ["node-http", "opr-node", "python-asyncio", "opr-python", "opr-python-sync"]
+            "opr-python-sync": "python-asyncio", "opr-bun": "bun-serve"}
+ORDER = ["node-http", "opr-node", "python-asyncio", "opr-python", "opr-python-sync",
+         "bun-serve", "opr-bun"]
 MEMORY_TARGET_MIB = {"opr-node": 40, "opr-python": 25, "opr-python-sync": 25}
 P50_TARGET_US = 300
 NODE_RPS_RATIO_TARGET = 0.70
@@ -86,7 +89,7 @@ def verdict(ok):
 
 print("| Target | Measured | Result |")
 print("|---|---|---|")
-for s in ("opr-node", "opr-python", "opr-python-sync"):
+for s in ("opr-node", "opr-python", "opr-python-sync", "opr-bun"):
     if (s, 1) in med:
         p50 = med[(s, 1)]["p50_us"]
         print(f"| {LABEL[s]}: p50 < {P50_TARGET_US} µs at concurrency 1 | {p50:.0f} µs | {verdict(p50 < P50_TARGET_US)} |")

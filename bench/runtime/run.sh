@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runtime server benchmark: hello-world through opr-runtime (Node worker;
-# Python worker with an async and a sync `main`) side by side with plain node:http and plain asyncio baselines.
+# Python worker with an async and a sync `main`; Bun) side by side with plain node:http and plain asyncio baselines.
 #
 #   cargo build --release -p opr-runtime && bench/runtime/run.sh
 #
@@ -49,6 +49,8 @@ cp -r "$here/functions" "$tmp/functions"
 
 clean=(env -i PATH=/usr/bin:/bin HOME="$tmp")
 names=(opr-node node-http opr-python opr-python-sync python-asyncio)
+# Bun when it is installed (scripts/setup.sh installs it).
+if command -v bun >/dev/null; then names+=(opr-bun bun-serve); fi
 server_cmd() {
     local name=$1 dir=$tmp/$1
     mkdir -p "$dir/logs"
@@ -70,6 +72,12 @@ server_cmd() {
                 --language python --server-dir "$root/runtimes/python"
                 --function-dir "$tmp/functions/python-sync" --interpreter "$py"
                 --logs-dir "$dir/logs" --timings-file "$dir/timings.txt") ;;
+        opr-bun)
+            cmd=("${clean[@]}" OPEN_RUNTIMES_SECRET= "$bin" --listen 127.0.0.1:0
+                --language bun --server-dir "$root/runtimes/bun"
+                --function-dir "$tmp/functions/bun"
+                --logs-dir "$dir/logs" --timings-file "$dir/timings.txt") ;;
+        bun-serve) cmd=("${clean[@]}" "$(command -v bun)" "$here/baseline-bun.js") ;;
         node-http) cmd=("${clean[@]}" node "$here/baseline-node.js") ;;
         python-asyncio) cmd=("${clean[@]}" "$py" "$here/baseline-python.py") ;;
     esac

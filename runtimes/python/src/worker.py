@@ -18,7 +18,7 @@ import struct
 import sys
 import threading
 import types
-from collections import deque
+from _queue import SimpleQueue  # the C queue, without queue.py's imports
 
 INVOKE, CANCEL, CONFIGURE, PING = 1, 2, 3, 4
 READY, LOG, RESULT, CANCELLED, CONFIGURED, PONG = 16, 17, 18, 19, 20, 21
@@ -152,45 +152,45 @@ class _Job:
 
 
 class _ThreadPool:
-    """Threads started as needed, up to `limit`, kept for later jobs.
-    concurrent.futures would do, but it imports logging: ~10 ms and ~1 MiB
-    of every worker's start for nothing. A job's state changes under
-    _state, the lock cancelling takes too."""
+    """Threads started as needed, up to `limit`, kept for later jobs, fed
+    through a C SimpleQueue. concurrent.futures would do, but it imports
+    logging: ~10 ms and ~1 MiB of every worker's start for nothing. A job's
+    state changes under _state, the lock cancelling takes too."""
 
     def __init__(self, limit):
         self.limit, self.threads, self.idle = limit, 0, 0
-        self.jobs = deque()
-        self.cv = threading.Condition(threading.Lock())
+        self.jobs = SimpleQueue()
+        self.lock = threading.Lock()
 
     def submit(self, fn, *args):
         job = _Job(fn, args)
-        with self.cv:
-            self.jobs.append(job)
+        self.jobs.put(job)
+        with self.lock:
             if self.idle:
-                self.idle -= 1  # counted here, so two submits wake two threads
-                self.cv.notify()
-            elif self.threads < self.limit:
-                self.threads += 1
-                threading.Thread(target=self._work, name=f"opr-sync-{self.threads}",
-                                 daemon=True).start()
+                self.idle -= 1  # an idle thread will take it
+                return job
+            if self.threads >= self.limit:
+                return job  # waits for a thread to come free
+            self.threads += 1
+            n = self.threads
+        threading.Thread(target=self._work, name=f"opr-sync-{n}", daemon=True).start()
         return job
 
     def _work(self):
         while True:
-            with self.cv:
-                while not self.jobs:
-                    self.idle += 1
-                    self.cv.wait()
-                job = self.jobs.popleft()
+            job = self.jobs.get()
             with _state:
-                if job.state != _QUEUED:
-                    continue  # cancelled while queued
-                job.state = _RUNNING
-            try:
-                job.fn(*job.args)
-            except BaseException:  # _run_sync reports its own failures
-                pass
-            job.state = _DONE
+                runs = job.state == _QUEUED  # else cancelled while queued
+                if runs:
+                    job.state = _RUNNING
+            if runs:
+                try:
+                    job.fn(*job.args)
+                except BaseException:  # _run_sync reports its own failures
+                    pass
+                job.state = _DONE
+            with self.lock:
+                self.idle += 1
 
 
 _pool = _ThreadPool(128)
