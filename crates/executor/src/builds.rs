@@ -68,8 +68,7 @@ impl BuildRunner for Runner {
         let spec: BuildJob = serde_json::from_value(job.request.clone()).map_err(|e| {
             error_json(&ApiError::untyped(500, format!("Malformed build job: {e}")))
         })?;
-        let mut create = spec.create;
-        let name = exec.runtime_name(&create.runtime_id);
+        let name = exec.runtime_name(&spec.create.runtime_id);
         let wake = exec.build_started(&name, &job.id);
         // A cancel between the queue handing the job out and the line above
         // found no running build to stop: the stored state tells.
@@ -81,7 +80,7 @@ impl BuildRunner for Runner {
             }
         }
         let result = exec
-            .run_queued_build(job, &name, spec.source.as_ref(), &mut create, &wake)
+            .run_queued_build(job, &name, spec.source.as_ref(), spec.create, &wake)
             .await;
         exec.build_ended(&name, &job.id);
         match result {
@@ -138,7 +137,7 @@ impl Executor {
         job: &Job,
         name: &str,
         source: Option<&Source>,
-        create: &mut CreateRequest,
+        mut create: CreateRequest,
         wake: &tokio::sync::Notify,
     ) -> Result<CreateResult, ApiError> {
         let prepared = match source {
@@ -159,7 +158,7 @@ impl Executor {
         }
         // A cancel during a long source preparation (git clone) ends here.
         let result = match self.check_build_cancelled(name) {
-            Ok(()) => self.create_runtime(create.clone()).await,
+            Ok(()) => self.create_runtime(create).await,
             Err(e) => Err(e),
         };
         if let Some(p) = prepared {

@@ -28,7 +28,6 @@ CO_COROUTINE = 0x80
 
 _current = contextvars.ContextVar("opr_invocation", default=None)
 _inflight = {}  # id -> Invocation
-_pool = None  # _ThreadPool, made below
 _sock = None
 _wlock = threading.Lock()  # one frame at a time on the socket
 # Finishing and cancelling an invocation exclude each other, so that a
